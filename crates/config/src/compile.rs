@@ -1,0 +1,407 @@
+//! Compiles a validated config into the runtime snapshot (`gatehouse_core::Snapshot`): the
+//! router, upstream sets, header operations, templates and TLS keys are all built here, so
+//! the request path never parses, validates or compiles anything.
+
+use std::path::Path;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue, Method};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+
+use gatehouse_core::router::{PathPattern as RouterPattern, RouteSpec, Router};
+use gatehouse_core::snapshot::{
+    AdminSpec, HeaderOps, Limits, ListenerSpec, Rewrite, Route, RouteTarget, Template, TlsCert,
+    TlsSpec,
+};
+use gatehouse_core::upstream::{Balance, Target, Upstream, UpstreamTimeouts};
+use gatehouse_core::Snapshot;
+
+use crate::model::{self, Config};
+use crate::validate::PathPattern;
+use crate::{load_str, ConfigError, ConfigErrors, Loaded};
+
+/// Parse, validate and compile in one step. `base_dir` resolves relative file paths.
+pub fn compile_str(
+    text: &str,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Snapshot, ConfigErrors> {
+    let loaded = load_str(text, env)?;
+    compile(&loaded, text, base_dir)
+}
+
+/// Short content hash used as the config version.
+pub fn version_of(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn compile(loaded: &Loaded, text: &str, base_dir: &Path) -> Result<Snapshot, ConfigErrors> {
+    let cfg: &Config = &loaded.config;
+    let mut errors = Vec::new();
+    let mut err = |path: String, message: String| {
+        let location = loaded.source_map.locate(&path);
+        errors.push(ConfigError {
+            path,
+            location,
+            message,
+        });
+    };
+
+    // listeners
+    let mut listeners = Vec::new();
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let tls = match &l.tls {
+            None => None,
+            Some(t) => {
+                let mut certs = Vec::new();
+                for (j, c) in t.certificates.iter().enumerate() {
+                    match load_cert(base_dir, &c.cert, &c.key) {
+                        Ok(key) => certs.push(TlsCert { key }),
+                        Err(m) => err(format!("listeners[{i}].tls.certificates[{j}]"), m),
+                    }
+                }
+                if t.certificates.is_empty() {
+                    err(
+                        format!("listeners[{i}].tls.certificates"),
+                        "at least one certificate is required".into(),
+                    );
+                }
+                Some(TlsSpec { certs })
+            }
+        };
+        listeners.push(ListenerSpec {
+            name: l.name.clone(),
+            addr: l.addr,
+            tls,
+        });
+    }
+
+    let limits = Limits {
+        max_request_line: cfg.limits.max_request_line.0 as usize,
+        max_header_bytes: cfg.limits.max_header_bytes.0 as usize,
+        max_headers: cfg.limits.max_headers as usize,
+        max_body: cfg.limits.max_body.0,
+        header_timeout: cfg.limits.header_timeout.0,
+        idle_timeout: cfg.limits.idle_timeout.0,
+        max_connections: cfg.limits.max_connections as usize,
+        http2_max_streams: cfg.limits.http2_max_streams,
+        drain_timeout: cfg.limits.drain_timeout.0,
+    };
+
+    // upstreams, in name order (BTreeMap) so indices are stable for equal files
+    let mut upstreams = Vec::new();
+    let mut upstream_index = std::collections::HashMap::new();
+    for (name, u) in &cfg.upstreams {
+        let mut targets = Vec::new();
+        for (j, t) in u.targets.iter().enumerate() {
+            let path = format!("upstreams.{name}.targets[{j}].url");
+            let Some(uri) = t.uri() else {
+                err(path, "invalid target url".into());
+                continue;
+            };
+            let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned())
+            else {
+                err(path, "target url needs a scheme and host:port".into());
+                continue;
+            };
+            if scheme == http::uri::Scheme::HTTPS {
+                err(path, "https upstream targets are not supported yet (upstream TLS is tracked in the upstream resilience issue)".into());
+                continue;
+            }
+            targets.push(Target {
+                url: t.url.clone(),
+                scheme,
+                authority,
+                weight: t.weight,
+                in_flight: AtomicUsize::new(0),
+            });
+        }
+        let balance = match u.balance {
+            model::Balance::RoundRobin => Balance::RoundRobin,
+            model::Balance::Random => Balance::Random,
+            model::Balance::LeastRequest => Balance::LeastRequest,
+        };
+        upstream_index.insert(name.clone(), upstreams.len());
+        upstreams.push(Arc::new(Upstream::new(
+            name.clone(),
+            targets,
+            balance,
+            u.http2,
+            UpstreamTimeouts {
+                connect: u.timeouts.connect.0,
+                request: u.timeouts.request.0,
+                idle: u.timeouts.idle.0,
+            },
+        )));
+    }
+
+    // routes
+    let mut specs = Vec::new();
+    let mut routes = Vec::new();
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let base = format!("routes[{i}]");
+        let pattern = match r.r#match.pattern() {
+            Ok(p) => p,
+            Err(m) => {
+                err(format!("{base}.match.path"), m);
+                continue;
+            }
+        };
+        let (router_pattern, desc) = match &pattern {
+            PathPattern::Exact(p) => (RouterPattern::Exact(p.clone()), format!("exact {p}")),
+            PathPattern::Prefix(p) => {
+                let trimmed = p.trim_end_matches('/');
+                let prefix = if trimmed.is_empty() {
+                    "/".to_string()
+                } else {
+                    trimmed.to_string()
+                };
+                (
+                    RouterPattern::Prefix(prefix),
+                    format!("prefix {}", r.r#match.path),
+                )
+            }
+            PathPattern::Params {
+                pattern, prefix, ..
+            } => {
+                if *prefix {
+                    err(
+                        format!("{base}.match.path"),
+                        "a parameterised path cannot end in `/*`; use a regex route".into(),
+                    );
+                    continue;
+                }
+                (
+                    RouterPattern::Params(pattern.clone()),
+                    format!("params {pattern}"),
+                )
+            }
+            PathPattern::Regex { pattern, .. } => (
+                RouterPattern::Regex(pattern.clone()),
+                format!("regex {pattern}"),
+            ),
+        };
+        let methods = if r.r#match.methods.is_empty() {
+            None
+        } else {
+            let mut ms = Vec::new();
+            for (j, m) in r.r#match.methods.iter().enumerate() {
+                match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                    Ok(m) => ms.push(m),
+                    Err(_) => err(
+                        format!("{base}.match.methods[{j}]"),
+                        format!("invalid method `{m}`"),
+                    ),
+                }
+            }
+            Some(ms)
+        };
+        let mut header_conds = Vec::new();
+        for (name, value) in &r.r#match.headers {
+            match (
+                HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                (Ok(n), Ok(v)) => header_conds.push((n, v)),
+                _ => err(
+                    format!("{base}.match.headers.{name}"),
+                    "invalid header condition".into(),
+                ),
+            }
+        }
+        let mut desc = desc;
+        if !r.r#match.hosts.is_empty() {
+            desc.push_str(&format!(" hosts={}", r.r#match.hosts.join(",")));
+        }
+        if let Some(ms) = &methods {
+            desc.push_str(&format!(
+                " methods={}",
+                ms.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
+            ));
+        }
+        if !header_conds.is_empty() {
+            desc.push_str(&format!(" headers={}", header_conds.len()));
+        }
+        specs.push(RouteSpec {
+            hosts: r
+                .r#match
+                .hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            path: router_pattern,
+            methods,
+            headers: header_conds,
+        });
+
+        let target = match (&r.upstream, &r.backends) {
+            (Some(u), _) => match upstream_index.get(u) {
+                Some(i) => RouteTarget::Upstream(*i),
+                None => {
+                    err(
+                        format!("{base}.upstream"),
+                        format!("upstream `{u}` is not defined"),
+                    );
+                    RouteTarget::Upstream(0)
+                }
+            },
+            (None, Some(backends)) => {
+                let mut list = Vec::new();
+                for (j, b) in backends.iter().enumerate() {
+                    match upstream_index.get(&b.upstream) {
+                        Some(i) => list.push((*i, b.weight)),
+                        None => err(
+                            format!("{base}.backends[{j}].upstream"),
+                            format!("upstream `{}` is not defined", b.upstream),
+                        ),
+                    }
+                }
+                let total = list.iter().map(|(_, w)| *w).sum();
+                RouteTarget::Weighted {
+                    backends: list,
+                    total,
+                }
+            }
+            (None, None) => {
+                err(
+                    base.clone(),
+                    "a route needs `upstream` or `backends`".into(),
+                );
+                RouteTarget::Upstream(0)
+            }
+        };
+        let rewrite = match &r.rewrite {
+            None => Rewrite::default(),
+            Some(rw) => Rewrite {
+                strip_prefix: rw.strip_prefix.clone(),
+                path: rw.path.as_deref().map(Template::parse),
+            },
+        };
+        let request_headers = header_ops(
+            &r.headers.request,
+            &format!("{base}.headers.request"),
+            &mut err,
+        );
+        let response_headers = header_ops(
+            &r.headers.response,
+            &format!("{base}.headers.response"),
+            &mut err,
+        );
+        routes.push(Route {
+            name: r.name.clone(),
+            match_desc: desc,
+            target,
+            rewrite,
+            request_headers,
+            response_headers,
+            timeout: r.timeout.map(|d| d.0),
+            max_body: r.max_body.map(|s| s.0).unwrap_or(limits.max_body),
+            websocket: r.websocket,
+        });
+    }
+
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let router = match Router::build(&specs) {
+        Ok(r) => r,
+        Err(router_errors) => {
+            let mut errors = Vec::new();
+            for e in router_errors {
+                let path = format!("routes[{}].match", e.route);
+                let location = loaded
+                    .source_map
+                    .locate(&format!("{path}.path"))
+                    .or_else(|| loaded.source_map.locate(&path));
+                let message = match e.other {
+                    Some(o) => format!(
+                        "{} (conflicts with routes[{o}] `{}`)",
+                        e.message,
+                        cfg.routes.get(o).map(|r| r.name.as_str()).unwrap_or("?")
+                    ),
+                    None => e.message,
+                };
+                errors.push(ConfigError {
+                    path,
+                    location,
+                    message,
+                });
+            }
+            return Err(ConfigErrors(errors));
+        }
+    };
+
+    Ok(Snapshot {
+        version: version_of(text),
+        redacted: cfg.redacted(),
+        listeners,
+        admin: AdminSpec {
+            addr: cfg.admin.addr,
+            token: cfg.admin.token().map(str::to_string),
+        },
+        limits,
+        trusted_proxies: cfg.trusted_proxies.iter().map(|c| c.0).collect(),
+        upstreams,
+        routes,
+        router,
+    })
+}
+
+fn header_ops(
+    ops: &model::HeaderOps,
+    base: &str,
+    err: &mut impl FnMut(String, String),
+) -> HeaderOps {
+    let mut out = HeaderOps::default();
+    for (name, value) in &ops.set {
+        match (
+            HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            (Ok(n), Ok(v)) => out.set.push((n, v)),
+            _ => err(
+                format!("{base}.set.{name}"),
+                "invalid header name or value".into(),
+            ),
+        }
+    }
+    for (j, name) in ops.remove.iter().enumerate() {
+        match HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
+            Ok(n) => out.remove.push(n),
+            Err(_) => err(format!("{base}.remove[{j}]"), "invalid header name".into()),
+        }
+    }
+    out
+}
+
+fn load_cert(
+    base_dir: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+    let cert_path = base_dir.join(cert);
+    let key_path = base_dir.join(key);
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+        .map_err(|e| format!("cannot read certificate {}: {e}", cert_path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("invalid certificate PEM {}: {e}", cert_path.display()))?;
+    if chain.is_empty() {
+        return Err(format!("no certificate found in {}", cert_path.display()));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(&key_path)
+        .map_err(|e| format!("cannot read private key {}: {e}", key_path.display()))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)
+        .map_err(|e| format!("unsupported private key {}: {e}", key_path.display()))?;
+    let ck = rustls::sign::CertifiedKey::new(chain, signing);
+    ck.keys_match().map_err(|e| {
+        format!(
+            "certificate and key do not match ({}): {e}",
+            cert_path.display()
+        )
+    })?;
+    Ok(Arc::new(ck))
+}

@@ -1,0 +1,329 @@
+//! The config file as users write it (the foundation subset of SPEC.md).
+//!
+//! These types mirror the YAML one to one; they are checked by `validate` and then compiled into
+//! the runtime snapshot elsewhere. Every struct denies unknown fields so a typo is an error with a
+//! line number instead of a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::units::{Cidr, Duration, Size};
+
+/// The whole config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Addresses the gateway serves traffic on. At least one is required.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// The admin API. Defaults to 127.0.0.1:9901 without a token.
+    #[serde(default)]
+    pub admin: Admin,
+    /// Connection and request limits. Every limit is finite.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Peers whose `X-Forwarded-For` is believed (CIDR or single address).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<Cidr>,
+    /// Named groups of backend targets.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// Routes, each matching requests and sending them to an upstream.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+/// One address the gateway accepts connections on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Unique name, used in logs and metrics.
+    pub name: String,
+    /// `IP:PORT` to bind, e.g. `0.0.0.0:8080`. Without `tls` this port speaks HTTP/1.1 and h2c.
+    #[serde(deserialize_with = "crate::units::deserialize_socket_addr")]
+    #[schemars(with = "String")]
+    pub addr: SocketAddr,
+    /// Serve TLS (HTTP/1.1 and HTTP/2 by ALPN) with these certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// Certificate chains, picked by SNI. The first one is the default.
+    pub certificates: Vec<CertificateFiles>,
+}
+
+/// A PEM certificate chain and its private key. Relative paths are kept as written and resolved
+/// against the config file's directory by the loader of the runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The admin API listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Address of the admin API. Must be loopback unless a token is set.
+    #[serde(
+        default = "default_admin_addr",
+        deserialize_with = "crate::units::deserialize_socket_addr"
+    )]
+    #[schemars(with = "String")]
+    pub addr: SocketAddr,
+    /// Bearer token required on admin requests. Empty means none (normalized to `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl Admin {
+    pub const DEFAULT_ADDR: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
+
+    /// The token, if one is set and non-empty.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref().filter(|t| !t.is_empty())
+    }
+}
+
+fn default_admin_addr() -> SocketAddr {
+    Admin::DEFAULT_ADDR
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self {
+            addr: Admin::DEFAULT_ADDR,
+            token: None,
+        }
+    }
+}
+
+/// Global limits. All must be greater than zero.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Longest request line (method, target, version); longer is 414.
+    pub max_request_line: Size,
+    /// Total size of the request header block; larger is 431.
+    pub max_header_bytes: Size,
+    /// Number of request header fields; more is 431.
+    pub max_headers: u32,
+    /// Request body size, overridable per route; larger is 413.
+    pub max_body: Size,
+    /// Time allowed to receive the full request head (slowloris protection).
+    pub header_timeout: Duration,
+    /// Time an idle keep-alive connection is kept open.
+    pub idle_timeout: Duration,
+    /// Concurrent client connections across all listeners.
+    pub max_connections: u32,
+    /// Concurrent streams per HTTP/2 connection.
+    pub http2_max_streams: u32,
+    /// Grace period for in-flight requests on shutdown before connections are closed.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request_line: Size(8 * Size::KIB),
+            max_header_bytes: Size(64 * Size::KIB),
+            max_headers: 100,
+            max_body: Size(10 * Size::MIB),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            http2_max_streams: 100,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A named group of backend targets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Backends, `http://host:port` or `https://host:port`. At least one.
+    #[serde(default)]
+    pub targets: Vec<Target>,
+    /// How a target is picked for each request.
+    #[serde(default)]
+    pub balance: Balance,
+    /// Speak HTTP/2 to the targets (h2c for `http://`, ALPN h2 for `https://`). Needed for gRPC.
+    #[serde(default)]
+    pub http2: bool,
+    #[serde(default)]
+    pub timeouts: UpstreamTimeouts,
+}
+
+/// One backend of an upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// `http://host:port` or `https://host:port`, without path or query. The port defaults to
+    /// 80 / 443.
+    pub url: String,
+    /// Relative share of requests, 1..=1000.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+impl Target {
+    /// The parsed URL (always `Some` for a validated config).
+    pub fn uri(&self) -> Option<http::Uri> {
+        self.url.parse().ok()
+    }
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    Random,
+    LeastRequest,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTimeouts {
+    /// TCP (and TLS) connect timeout.
+    pub connect: Duration,
+    /// Whole upstream request timeout, unless the route sets `timeout`.
+    pub request: Duration,
+    /// Idle pooled connections are closed after this.
+    pub idle: Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(2),
+            request: Duration::from_secs(15),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A route: what to match and where to send it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Unique name (`[A-Za-z0-9_.-]+`), used in logs and metrics.
+    pub name: String,
+    #[serde(rename = "match")]
+    pub r#match: RouteMatch,
+    /// The upstream to proxy to. Exactly one of `upstream` and `backends` is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Weighted split between upstreams (canary, blue/green).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backends: Option<Vec<Backend>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
+    #[serde(default, skip_serializing_if = "HeaderRules::is_empty")]
+    pub headers: HeaderRules,
+    /// Upstream request timeout for this route (overrides the upstream's `timeouts.request`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Request body limit for this route (overrides `limits.max_body`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body: Option<Size>,
+    /// Allow WebSocket upgrades on this route.
+    #[serde(default)]
+    pub websocket: bool,
+}
+
+/// Request conditions; all given conditions must hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Host names (`api.example.com`) or wildcards (`*.example.com`). Empty: any host. Ports are
+    /// not written here: the port of the Host header is ignored when matching.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// `/exact`, `/prefix/*`, `/users/{id}` or `~ ^/regex$`.
+    pub path: String,
+    /// HTTP methods. Empty: any method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Request headers that must be present with exactly this value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl RouteMatch {
+    /// The parsed path pattern (always `Ok` for a validated config).
+    pub fn pattern(&self) -> Result<crate::validate::PathPattern, String> {
+        crate::validate::parse_path_pattern(&self.path)
+    }
+}
+
+/// One side of a weighted split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    pub upstream: String,
+    /// Relative share of requests, 1..=1000.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+/// Path rewriting before the request goes upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrite {
+    /// Remove this prefix from the request path (`/api/users` -> `/users`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_prefix: Option<String>,
+    /// Replace the path with this template; `{name}` inserts a parameter captured by the route's
+    /// path pattern (or a named group of its regex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRules {
+    /// Changes to the request before it goes upstream.
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
+    pub request: HeaderOps,
+    /// Changes to the response before it goes to the client.
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
+    pub response: HeaderOps,
+}
+
+impl HeaderRules {
+    pub fn is_empty(&self) -> bool {
+        self.request.is_empty() && self.response.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderOps {
+    /// Set (replace) these headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+    /// Remove these headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+impl HeaderOps {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+}

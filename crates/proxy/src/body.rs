@@ -1,0 +1,196 @@
+//! Body types of the data plane. Bodies stream frame by frame; nothing here buffers.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+#[derive(Debug)]
+pub struct BodyTooLarge;
+
+impl std::fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body exceeds the route limit")
+    }
+}
+impl std::error::Error for BodyTooLarge {}
+
+/// Counts request body bytes and fails the stream once `limit` is crossed, so a chunked
+/// body that grows past the route's `max_body` aborts the upstream request midway (L3).
+pub struct LimitedBody<B> {
+    inner: B,
+    limit: u64,
+    seen: Arc<AtomicU64>,
+    tripped: Arc<AtomicBool>,
+}
+
+impl<B> LimitedBody<B> {
+    pub fn new(inner: B, limit: u64, seen: Arc<AtomicU64>, tripped: Arc<AtomicBool>) -> Self {
+        LimitedBody {
+            inner,
+            limit,
+            seen,
+            tripped,
+        }
+    }
+}
+
+impl<B> HttpBody for LimitedBody<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let total = self.seen.fetch_add(data.len() as u64, Ordering::Relaxed)
+                        + data.len() as u64;
+                    if total > self.limit {
+                        self.tripped.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[derive(Debug)]
+pub struct IdleTimeout;
+
+impl std::fmt::Display for IdleTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("upstream body idle timeout")
+    }
+}
+impl std::error::Error for IdleTimeout {}
+
+/// Called once when a response body is finished, failed or dropped, with the bytes sent and
+/// whether it completed. Used for access logs, metrics and per-connection bookkeeping.
+pub trait OnComplete: Send + 'static {
+    fn complete(self: Box<Self>, bytes_out: u64, completed: bool);
+}
+
+/// Wraps a response body: counts bytes, enforces an idle timeout between frames (streams
+/// flow as long as bytes keep arriving, F3) and reports completion exactly once.
+pub struct ResponseBody {
+    inner: Body,
+    idle: Option<Duration>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    bytes: u64,
+    done: Option<Box<dyn OnComplete>>,
+}
+
+impl ResponseBody {
+    pub fn new(inner: Body, idle: Option<Duration>, done: Box<dyn OnComplete>) -> Self {
+        ResponseBody {
+            inner,
+            idle,
+            sleep: None,
+            bytes: 0,
+            done: Some(done),
+        }
+    }
+
+    fn finish(&mut self, completed: bool) {
+        if let Some(done) = self.done.take() {
+            done.complete(self.bytes, completed);
+        }
+    }
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+                this.sleep = None;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.finish(false);
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                this.finish(true);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if let Some(idle) = this.idle {
+                    let sleep = this
+                        .sleep
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        this.finish(false);
+                        return Poll::Ready(Some(Err(Box::new(IdleTimeout))));
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        let ended = self.inner.is_end_stream();
+        self.finish(ended);
+    }
+}
+
+use std::future::Future as _;

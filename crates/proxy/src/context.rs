@@ -1,0 +1,185 @@
+//! Per-request context: what every phase and the access log need to know about a request.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderMap, HeaderValue, Method};
+
+use gatehouse_core::snapshot::canonical_ip;
+use gatehouse_core::Snapshot;
+
+use crate::server::conn::ConnInfo;
+
+pub struct Ctx {
+    pub start: Instant,
+    pub request_id: HeaderValue,
+    pub client_ip: IpAddr,
+    pub peer_trusted: bool,
+    pub grpc: bool,
+    pub method: Method,
+    /// Path and query for the access log, with secret-looking query values redacted.
+    pub log_path: String,
+    pub route: Option<usize>,
+    pub upstream: Option<usize>,
+    pub upstream_ms: Option<f64>,
+    pub bytes_in: Arc<AtomicU64>,
+    pub body_too_large: Arc<AtomicBool>,
+    /// Close the client connection after this response (framing errors, unread bodies).
+    pub close: bool,
+    /// Idle timeout between body frames of a proxied response (streams keep flowing while
+    /// bytes arrive; F3).
+    pub body_idle: Option<std::time::Duration>,
+    pub error: Option<&'static str>,
+}
+
+impl Ctx {
+    pub fn new(
+        method: &Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        conn: &ConnInfo,
+        snap: &Snapshot,
+    ) -> Ctx {
+        let peer = canonical_ip(conn.peer.ip());
+        let peer_trusted = snap.is_trusted(peer);
+        let client_ip = if peer_trusted {
+            client_ip_from_xff(headers, snap).unwrap_or(peer)
+        } else {
+            peer
+        };
+        let request_id = match headers.get("x-request-id") {
+            Some(v) if peer_trusted && valid_request_id(v.as_bytes()) => v.clone(),
+            _ => new_request_id(),
+        };
+        let grpc = headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        Ctx {
+            start: Instant::now(),
+            request_id,
+            client_ip,
+            peer_trusted,
+            grpc,
+            method: method.clone(),
+            log_path: redact_query(uri),
+            route: None,
+            upstream: None,
+            upstream_ms: None,
+            bytes_in: Arc::new(AtomicU64::new(0)),
+            body_too_large: Arc::new(AtomicBool::new(false)),
+            close: false,
+            body_idle: None,
+            error: None,
+        }
+    }
+
+    pub fn request_id_str(&self) -> &str {
+        self.request_id.to_str().unwrap_or("-")
+    }
+}
+
+/// The right-most address in `X-Forwarded-For` that is not a trusted proxy (X3). Entries
+/// that do not parse end the walk: everything left of garbage is attacker-controlled.
+fn client_ip_from_xff(headers: &HeaderMap, snap: &Snapshot) -> Option<IpAddr> {
+    let mut last_trusted = None;
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        let s = value.to_str().ok()?;
+        for part in s.rsplit(',') {
+            let ip: IpAddr = part.trim().parse().ok()?;
+            let ip = canonical_ip(ip);
+            if !snap.is_trusted(ip) {
+                return Some(ip);
+            }
+            last_trusted = Some(ip);
+        }
+    }
+    last_trusted
+}
+
+fn valid_request_id(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.len() <= 128
+        && v.iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+pub fn new_request_id() -> HeaderValue {
+    let mut buf = [0u8; 32];
+    hex_into(fastrand::u128(..), &mut buf);
+    // Only hex digits: always a valid header value.
+    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
+}
+
+pub fn hex_into(mut v: u128, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = HEX[(v & 0xf) as usize];
+        v >>= 4;
+    }
+}
+
+const SECRET_PARAMS: &[&str] = &[
+    "key",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "signature",
+    "sig",
+    "auth",
+    "credential",
+    "session",
+];
+
+/// Path plus query, with the values of query parameters whose names look secret replaced,
+/// so access logs never hold API keys or tokens given in the URL.
+pub fn redact_query(uri: &http::Uri) -> String {
+    let path = uri.path();
+    let Some(q) = uri.query() else {
+        return path.to_string();
+    };
+    let mut out = String::with_capacity(path.len() + q.len() + 1);
+    out.push_str(path);
+    out.push('?');
+    for (i, pair) in q.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let lower = name.to_ascii_lowercase();
+        if !value.is_empty() && SECRET_PARAMS.iter().any(|s| lower.contains(s)) {
+            out.push_str(name);
+            out.push_str("=REDACTED");
+        } else {
+            out.push_str(pair);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_secrets_are_redacted() {
+        let uri: http::Uri = "/a?api_key=s3cret&x=1&access_token=t&page=2"
+            .parse()
+            .expect("uri");
+        assert_eq!(
+            redact_query(&uri),
+            "/a?api_key=REDACTED&x=1&access_token=REDACTED&page=2"
+        );
+    }
+
+    #[test]
+    fn request_ids() {
+        let id = new_request_id();
+        assert_eq!(id.len(), 32);
+        assert!(valid_request_id(id.as_bytes()));
+        assert!(!valid_request_id(b"a b"));
+        assert!(!valid_request_id(b"a\r\nb"));
+    }
+}

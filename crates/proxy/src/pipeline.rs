@@ -1,0 +1,291 @@
+//! THE request path. Phases run top to bottom in the order SPEC.md fixes:
+//!
+//! normalize → route → CORS preflight → IP allow/deny → authenticate → authorize →
+//! rate limit / concurrency → request transform → cache lookup → upstream call
+//! (proxy | aggregate | grpc | websocket) → response transform → cache store → log and metrics
+//!
+//! Each phase is a function that either lets the request continue or answers it. The
+//! snapshot is loaded once per request and used to the end, so a reload never changes
+//! the rules under a running request. Phases not built yet (CORS, IP rules, auth, rate
+//! limits, cache, aggregation, transcoding) have their own issues and slot in where marked.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use gatehouse_core::snapshot::Route;
+use gatehouse_core::GatewayError;
+use gatehouse_telemetry::access_log::rfc3339_now;
+use gatehouse_telemetry::metrics::{status_class, RequestLabels, RouteLabels, UpstreamLabels};
+use gatehouse_telemetry::AccessRecord;
+
+use crate::body::{self, Body, LimitedBody, OnComplete, ResponseBody};
+use crate::context::Ctx;
+use crate::gateway::{Active, Shared};
+use crate::policy::{body_limit, forwarded, headers as header_policy, rewrite};
+use crate::server::conn::ConnInfo;
+use crate::{normalize, route, upgrade, upstream};
+
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+) -> Response<Body> {
+    let active = shared.active.load_full();
+    let mut ctx = Ctx::new(
+        req.method(),
+        req.uri(),
+        req.headers(),
+        &conn,
+        &active.snapshot,
+    );
+    shared.metrics.in_flight.inc();
+    let resp = match run(req, &mut ctx, &active, &conn).await {
+        Ok(r) => r,
+        Err(e) => local_response(&e, &mut ctx),
+    };
+    finish(resp, ctx, active, shared, conn)
+}
+
+async fn run(
+    req: Request<Incoming>,
+    ctx: &mut Ctx,
+    active: &Arc<Active>,
+    conn: &ConnInfo,
+) -> Result<Response<Body>, GatewayError> {
+    let snap = &active.snapshot;
+    let (mut parts, body) = req.into_parts();
+
+    // normalize
+    normalize::check_head(
+        &parts.method,
+        &parts.uri,
+        parts.version,
+        &parts.headers,
+        &snap.limits,
+    )
+    .inspect_err(|_| ctx.close = true)?;
+    let target = normalize::target(&parts.uri, parts.version, &parts.headers)
+        .inspect_err(|_| ctx.close = true)?;
+
+    // route
+    let (route_idx, params) = route::find(
+        &snap.router,
+        &target.host,
+        &target.route,
+        &parts.method,
+        &parts.headers,
+    )?;
+    ctx.route = Some(route_idx);
+    let route: &Route = &snap.routes[route_idx];
+    #[cfg(feature = "test-hooks")]
+    if parts.headers.contains_key("x-gatehouse-test-panic") {
+        panic!("test hook: panic inside the pipeline");
+    }
+
+    // CORS preflight, IP allow/deny, authenticate, authorize, rate limit / concurrency:
+    // see their issues; each is one file under policy/ called here, in this order.
+
+    // request transform
+    let websocket = route.websocket && header_policy::is_upgrade_request(&parts.headers);
+    if websocket {
+        upgrade::check_handshake(&parts.method, parts.version, &parts.headers)?;
+    }
+    body_limit::check_declared(&parts.headers, route.max_body).inspect_err(|_| ctx.close = true)?;
+    let path_and_query =
+        rewrite::upstream_path(&route.rewrite, &target.forward, target.query, &params);
+    let authority = HeaderValue::from_str(&target.authority)
+        .map_err(|_| GatewayError::BadRequest("invalid host"))?;
+    let host_for_xfh = target.authority.to_string();
+    drop(params);
+    drop(target);
+
+    header_policy::strip_hop_by_hop(&mut parts.headers, true, websocket);
+    header_policy::strip_spoofable(&mut parts.headers, ctx.peer_trusted);
+    forwarded::add_forwarded(
+        &mut parts.headers,
+        ctx,
+        &host_for_xfh,
+        conn.tls,
+        conn.peer.ip(),
+    );
+    if !authority.is_empty() {
+        parts.headers.insert(header::HOST, authority);
+    }
+    route.request_headers.apply(&mut parts.headers);
+
+    // cache lookup: see the caching issue.
+
+    // upstream call
+    let up_idx = route.target.pick(|n| fastrand::u32(0..n));
+    ctx.upstream = Some(up_idx);
+    let ups = &snap.upstreams[up_idx];
+    let t_idx = ups.pick(&mut |n| fastrand::u32(0..n));
+    let t = &ups.targets[t_idx];
+    let uri = Uri::builder()
+        .scheme(t.scheme.clone())
+        .authority(t.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| GatewayError::BadRequest("invalid rewritten path"))?;
+    let on_upgrade = if websocket {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
+    parts.uri = uri;
+    parts.version = if ups.http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    parts.extensions = http::Extensions::new();
+    let body = LimitedBody::new(
+        body,
+        route.max_body,
+        ctx.bytes_in.clone(),
+        ctx.body_too_large.clone(),
+    );
+    let upstream_req = Request::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body));
+    let timeout = route.timeout.unwrap_or(ups.timeouts.request);
+    let client = &active.clients[up_idx];
+
+    let started = Instant::now();
+    let result = upstream::call(client, t, upstream_req, timeout, ctx).await;
+    ctx.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+    let mut resp = result?;
+
+    // response transform
+    upstream::check_response_framing(&resp)?;
+    if websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        match on_upgrade {
+            Some(client_side) => upgrade::tunnel(client_side, &mut resp, ups.timeouts.idle),
+            None => return Err(GatewayError::BadGateway),
+        }
+        header_policy::strip_response_hop_by_hop(resp.headers_mut(), true);
+    } else if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // An upstream may not switch protocols on a request that did not ask for it.
+        return Err(GatewayError::BadGateway);
+    } else {
+        header_policy::strip_response_hop_by_hop(resp.headers_mut(), false);
+    }
+    route.response_headers.apply(resp.headers_mut());
+
+    // cache store: see the caching issue.
+    ctx.body_idle = Some(ups.timeouts.idle);
+    Ok(resp.map(|b| {
+        http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
+            b,
+            |e| -> body::BoxError { Box::new(e) },
+        ))
+    }))
+}
+
+fn local_response(e: &GatewayError, ctx: &mut Ctx) -> Response<Body> {
+    ctx.error = Some(e.code());
+    if e == &GatewayError::PayloadTooLarge
+        || ctx
+            .body_too_large
+            .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        // The rest of the body was not read; the connection cannot be reused (S12).
+        ctx.close = true;
+    }
+    e.to_response(ctx.request_id_str(), ctx.grpc)
+        .map(body::full)
+}
+
+/// log and metrics: runs when the response body is complete (or the client went away).
+struct Completion {
+    ctx: Ctx,
+    status: u16,
+    active: Arc<Active>,
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+}
+
+impl OnComplete for Completion {
+    fn complete(self: Box<Self>, bytes_out: u64, _completed: bool) {
+        let Completion {
+            ctx,
+            status,
+            active,
+            shared,
+            conn,
+        } = *self;
+        let snap = &active.snapshot;
+        let elapsed = ctx.start.elapsed();
+        let route_name = ctx.route.map(|i| snap.routes[i].name.as_str());
+        let upstream_name = ctx.upstream.map(|i| snap.upstreams[i].name.as_str());
+        let m = &shared.metrics;
+        m.in_flight.dec();
+        m.requests
+            .get_or_create(&RequestLabels {
+                route: route_name.unwrap_or("").to_string(),
+                method: ctx.method.as_str().to_string(),
+                status_class: status_class(status),
+            })
+            .inc();
+        m.request_duration
+            .get_or_create(&RouteLabels {
+                route: route_name.unwrap_or("").to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+        if let (Some(u), Some(ms)) = (upstream_name, ctx.upstream_ms) {
+            m.upstream_duration
+                .get_or_create(&UpstreamLabels {
+                    upstream: u.to_string(),
+                })
+                .observe(ms / 1000.0);
+        }
+        if shared.access_log.enabled() {
+            shared.access_log.write(&AccessRecord {
+                time: rfc3339_now(),
+                request_id: ctx.request_id_str().to_string(),
+                route: route_name.map(str::to_string),
+                method: ctx.method.as_str().to_string(),
+                path: ctx.log_path,
+                status,
+                duration_ms: elapsed.as_secs_f64() * 1000.0,
+                upstream: upstream_name.map(str::to_string),
+                upstream_ms: ctx.upstream_ms,
+                consumer: None,
+                client_ip: ctx.client_ip.to_string(),
+                bytes_in: ctx.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+                bytes_out,
+                cache: None,
+                error: ctx.error,
+            });
+        }
+        conn.state.request_finished();
+    }
+}
+
+fn finish(
+    resp: Response<Body>,
+    ctx: Ctx,
+    active: Arc<Active>,
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+) -> Response<Body> {
+    let (mut parts, b) = resp.into_parts();
+    parts.headers.insert("x-request-id", ctx.request_id.clone());
+    if ctx.close && parts.version != Version::HTTP_2 {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let idle = ctx.body_idle;
+    let status = parts.status.as_u16();
+    let done = Box::new(Completion {
+        ctx,
+        status,
+        active,
+        shared,
+        conn,
+    });
+    let body = ResponseBody::new(b, idle, done);
+    Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body))
+}

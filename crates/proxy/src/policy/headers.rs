@@ -1,0 +1,184 @@
+//! Header hygiene at the edge: hop-by-hop and `Connection`-nominated headers go first
+//! (X1), before the gateway adds anything of its own; then the route's header ops.
+
+use http::header::{self, HeaderMap, HeaderName};
+
+/// RFC 9110 §7.6.1 hop-by-hop fields plus the legacy ones proxies also drop.
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+const HOP_BY_HOP_STR: &[&str] = &["keep-alive", "proxy-connection", "http2-settings"];
+
+/// Headers a client may use to impersonate an identity or override the routed path;
+/// the upstream must only ever see the gateway's values (X2, P10).
+const SPOOFABLE: &[&str] = &[
+    "x-original-url",
+    "x-rewrite-url",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "x-auth-user",
+    "x-auth-request-user",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-userinfo",
+    "x-user-id",
+    "x-consumer-id",
+    "x-consumer-username",
+    "x-consumer-custom-id",
+    "x-consumer-groups",
+    "x-credential-identifier",
+    "x-authenticated-userid",
+    "x-authenticated-scope",
+    "x-anonymous-consumer",
+    "x-gatehouse-consumer",
+];
+
+/// Whether the request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// Removes `Connection`-nominated headers and hop-by-hop headers. `keep_te_trailers` keeps
+/// `te: trailers` (gRPC needs it end to end); `keep_upgrade` keeps `Upgrade` and sets
+/// `Connection: upgrade` again for a WebSocket handshake.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool, keep_upgrade: bool) {
+    let nominated: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    let upgrade = if keep_upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    let te_trailers = keep_te_trailers
+        && headers
+            .get_all(header::TE)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for name in nominated {
+        // Nominating an end-to-end framing or the gateway's own headers cannot protect
+        // them: they are removed here and re-added by the gateway afterwards.
+        headers.remove(&name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP_STR {
+        headers.remove(*name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, http::HeaderValue::from_static("trailers"));
+    }
+    if let Some(up) = upgrade {
+        headers.insert(header::UPGRADE, up);
+        headers.insert(
+            header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
+    }
+}
+
+/// Drops identity/override headers and any header whose name has an underscore (nginx's
+/// default; `X_Auth_User` must not reach an upstream that folds `_` into `-`).
+pub fn strip_spoofable(headers: &mut HeaderMap, peer_trusted: bool) {
+    for name in SPOOFABLE {
+        headers.remove(*name);
+    }
+    if !peer_trusted {
+        headers.remove(header::FORWARDED);
+    }
+    let underscored: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in underscored {
+        headers.remove(name);
+    }
+}
+
+/// Response side: hop-by-hop headers from the upstream never reach the client. For a
+/// `101 Switching Protocols` the upgrade headers are the point and are kept.
+pub fn strip_response_hop_by_hop(headers: &mut HeaderMap, switching: bool) {
+    if switching {
+        headers.remove("keep-alive");
+        headers.remove("proxy-connection");
+        headers.remove(header::TRANSFER_ENCODING);
+        return;
+    }
+    strip_hop_by_hop(headers, false, false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn x1_connection_nominated_headers_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static(
+                "close, X-Forwarded-For, X-Real-IP, X-Request-Id, X-Auth-User",
+            ),
+        );
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.insert("x-request-id", HeaderValue::from_static("evil"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h, false, false);
+        assert!(h.get("x-forwarded-for").is_none());
+        assert!(h.get("x-request-id").is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get(header::TE).is_none());
+        assert_eq!(h["x-keep"], "1");
+    }
+
+    #[test]
+    fn te_trailers_kept_for_grpc() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h, true, false);
+        assert_eq!(h[header::TE], "trailers");
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut h, true, false);
+        assert!(h.get(header::TE).is_none());
+    }
+
+    #[test]
+    fn x2_identity_and_underscore_headers_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert("x-auth-user", HeaderValue::from_static("admin"));
+        h.insert("X-Consumer-ID", HeaderValue::from_static("1"));
+        h.insert("x_auth_user", HeaderValue::from_static("admin"));
+        h.insert("x-original-url", HeaderValue::from_static("/admin"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        strip_spoofable(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+    }
+}

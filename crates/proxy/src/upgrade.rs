@@ -1,0 +1,88 @@
+//! WebSocket pass-through. The handshake is proxied like any request (so routing, and later
+//! auth and rate limits, apply to it); only when the upstream answers `101` do both sides
+//! become a byte tunnel. Bytes the client sent early stay in hyper's buffer until then (W2);
+//! a non-101 answer leaves the client connection in HTTP mode (W1).
+
+use std::time::Duration;
+
+use http::{header, HeaderMap, Method, Response, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use gatehouse_core::GatewayError;
+
+/// W3: only HTTP/1.1 GET upgrades to `websocket`, without a body.
+pub fn check_handshake(
+    method: &Method,
+    version: Version,
+    headers: &HeaderMap,
+) -> Result<(), GatewayError> {
+    if version != Version::HTTP_11 {
+        return Err(GatewayError::BadRequest("upgrade requires HTTP/1.1"));
+    }
+    if method != Method::GET {
+        return Err(GatewayError::BadRequest("upgrade requires GET"));
+    }
+    let is_ws = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    if !is_ws {
+        return Err(GatewayError::BadRequest(
+            "only websocket upgrades are supported",
+        ));
+    }
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body {
+        return Err(GatewayError::BadRequest("upgrade request with a body"));
+    }
+    Ok(())
+}
+
+/// Spawns the tunnel once both sides have upgraded. The tunnel closes both sides after
+/// `idle` without traffic in either direction.
+pub fn tunnel(client: OnUpgrade, upstream_resp: &mut Response<Incoming>, idle: Duration) {
+    let upstream = hyper::upgrade::on(upstream_resp);
+    tokio::spawn(async move {
+        let (c, u) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade failed");
+                return;
+            }
+        };
+        let mut c = TokioIo::new(c);
+        let mut u = TokioIo::new(u);
+        pump(&mut c, &mut u, idle).await;
+    });
+}
+
+async fn pump<A, B>(a: &mut A, b: &mut B, idle: Duration)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let mut abuf = vec![0u8; 16 * 1024];
+    let mut bbuf = vec![0u8; 16 * 1024];
+    let (mut a_open, mut b_open) = (true, true);
+    while a_open || b_open {
+        tokio::select! {
+            r = ar.read(&mut abuf), if a_open => match r {
+                Ok(0) | Err(_) => { a_open = false; let _ = bw.shutdown().await; }
+                Ok(n) => if bw.write_all(&abuf[..n]).await.is_err() { break },
+            },
+            r = br.read(&mut bbuf), if b_open => match r {
+                Ok(0) | Err(_) => { b_open = false; let _ = aw.shutdown().await; }
+                Ok(n) => if aw.write_all(&bbuf[..n]).await.is_err() { break },
+            },
+            _ = tokio::time::sleep(idle) => break,
+        }
+    }
+}

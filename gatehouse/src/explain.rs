@@ -1,0 +1,151 @@
+//! `gatehouse explain`: which route a request matches and the policy chain that would run,
+//! computed with the same normalizer and router the data plane uses.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use gatehouse_core::router::RouteMatch;
+use gatehouse_core::snapshot::RouteTarget;
+
+pub fn run(config: &Path, method: &str, url: &str, headers: &[String]) -> ExitCode {
+    let text = match std::fs::read_to_string(config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: {e}", config.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let base = config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let snap = match gatehouse_config::compile_str(&text, base, &|k| std::env::var(k).ok()) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in errors.iter() {
+                eprintln!("{}: {e}", config.display());
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let Ok(method) = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
+        eprintln!("invalid method `{method}`");
+        return ExitCode::FAILURE;
+    };
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        eprintln!("invalid URL `{url}`");
+        return ExitCode::FAILURE;
+    };
+    let mut map = http::HeaderMap::new();
+    for h in headers {
+        let Some((n, v)) = h.split_once(':') else {
+            eprintln!("invalid header `{h}` (want `Name: value`)");
+            return ExitCode::FAILURE;
+        };
+        match (
+            http::HeaderName::from_bytes(n.trim().as_bytes()),
+            http::HeaderValue::from_str(v.trim()),
+        ) {
+            (Ok(n), Ok(v)) => {
+                map.append(n, v);
+            }
+            _ => {
+                eprintln!("invalid header `{h}`");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let host = uri.host().unwrap_or("").to_ascii_lowercase();
+    let norm = match gatehouse_core::normalize::normalize_path(uri.path()) {
+        Ok(n) => n,
+        Err(e) => {
+            println!("request: {method} {url}");
+            println!("result:  400 bad_request (path rejected by the normalizer: {e})");
+            return ExitCode::SUCCESS;
+        }
+    };
+    println!("request:    {method} {url}");
+    println!(
+        "normalized: host={} path={} (routing on {})",
+        if host.is_empty() { "-" } else { &host },
+        norm.forward,
+        norm.route
+    );
+    let host_opt = if host.is_empty() {
+        None
+    } else {
+        Some(host.as_str())
+    };
+    match snap.router.find(host_opt, &norm.route, &method, &map) {
+        RouteMatch::NotFound => println!("result:     404 no_route"),
+        RouteMatch::MethodNotAllowed { allow } => println!(
+            "result:     405 method_not_allowed (allow: {})",
+            allow
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        RouteMatch::Found { route, params } => {
+            let r = &snap.routes[route];
+            println!("route:      {} ({})", r.name, r.match_desc);
+            let p: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            if !p.is_empty() {
+                println!("params:     {}", p.join(" "));
+            }
+            let upstream_path = gatehouse_proxy::policy::rewrite::upstream_path(
+                &r.rewrite,
+                &norm.forward,
+                uri.query(),
+                &params,
+            );
+            let backends = match &r.target {
+                RouteTarget::Upstream(i) => snap.upstreams[*i].name.clone(),
+                RouteTarget::Weighted { backends, total } => backends
+                    .iter()
+                    .map(|(i, w)| {
+                        format!("{} {}%", snap.upstreams[*i].name, w * 100 / (*total).max(1))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            println!("policy chain:");
+            let steps: Vec<(&str, String)> = vec![
+                ("normalize", "decode unreserved, remove dot segments, merge slashes".into()),
+                ("route", format!("matched `{}`", r.name)),
+                ("cors preflight", "not configured".into()),
+                ("ip allow/deny", "not configured".into()),
+                ("authenticate", "public route".into()),
+                ("authorize", "not configured".into()),
+                ("rate limit / concurrency", "not configured".into()),
+                (
+                    "request transform",
+                    format!(
+                        "strip hop-by-hop and spoofable headers; add x-forwarded-*, x-request-id, traceparent; path -> {upstream_path}{}; max_body {} bytes",
+                        if r.request_headers.is_empty() { String::new() } else { format!("; header ops: set {} remove {}", r.request_headers.set.len(), r.request_headers.remove.len()) },
+                        r.max_body
+                    ),
+                ),
+                ("cache lookup", "not configured".into()),
+                (
+                    "upstream call",
+                    format!(
+                        "{} -> {backends}{}",
+                        if r.websocket { "proxy (websocket upgrades allowed)" } else { "proxy" },
+                        r.timeout.map(|t| format!(", timeout {}ms", t.as_millis())).unwrap_or_default()
+                    ),
+                ),
+                (
+                    "response transform",
+                    if r.response_headers.is_empty() { "strip hop-by-hop".into() } else { format!("strip hop-by-hop; set {} remove {}", r.response_headers.set.len(), r.response_headers.remove.len()) },
+                ),
+                ("cache store", "not configured".into()),
+                ("log and metrics", "access log line, request/latency metrics".into()),
+            ];
+            for (i, (name, what)) in steps.iter().enumerate() {
+                println!("  {:>2}. {name:<26} {what}", i + 1);
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

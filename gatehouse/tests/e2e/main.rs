@@ -1,0 +1,21 @@
+//! End-to-end tests: real gateways (in-process, the same runtime the binary uses) in front of
+//! real fake upstreams, all on loopback ports the OS picks. One test binary; one module per
+//! area. Tests named after SECURITY-TESTS.md IDs carry the ID as a prefix (`s1_…`, `p3_…`).
+
+mod common;
+
+mod admin;
+mod cli;
+mod examples;
+mod faults;
+mod grpc;
+mod h2;
+mod headers;
+mod limits;
+mod paths;
+mod reload;
+mod routing;
+mod smuggling;
+mod streaming;
+mod tls;
+mod websocket;

@@ -1,0 +1,126 @@
+//! Bodies stream both ways: large uploads and downloads pass through without being
+//! buffered (RSS stays flat), chunked and HTTP/2 included.
+
+use futures_util::StreamExt;
+
+use crate::common::*;
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+const BIG: u64 = 256 * 1024 * 1024;
+
+#[tokio::test]
+async fn large_download_streams_without_buffering() {
+    let up = EchoUpstream::start("u").await.expect("u");
+    let gw = TestGateway::start(&simple_config(&up.url()))
+        .await
+        .expect("gw");
+    let before = rss_kib();
+    let resp = client()
+        .get(gw.url("/big"))
+        .header("x-echo-body-bytes", BIG.to_string())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let mut total = 0u64;
+    let mut stream = resp.bytes_stream();
+    let mut peak = before;
+    while let Some(chunk) = stream.next().await {
+        total += chunk.expect("chunk").len() as u64;
+        if total % (16 * 1024 * 1024) < 65536 {
+            peak = peak.max(rss_kib());
+        }
+    }
+    assert_eq!(total, BIG);
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown < 96 * 1024,
+        "RSS grew by {grown} KiB for a {BIG}-byte download"
+    );
+}
+
+#[tokio::test]
+async fn large_upload_streams_without_buffering() {
+    let up = EchoUpstream::start("u").await.expect("u");
+    let gw = TestGateway::start(&config_with_routes(
+        &up.url(),
+        "  - name: upload\n    match: { path: /* }\n    upstream: app\n    max_body: 1GiB\n",
+    ))
+    .await
+    .expect("gw");
+    let before = rss_kib();
+    let chunk = bytes::Bytes::from(vec![b'u'; 64 * 1024]);
+    let n = (BIG / chunk.len() as u64) as usize;
+    let body =
+        futures_util::stream::iter((0..n).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let resp = client()
+        .post(gw.url("/up"))
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let peak = rss_kib();
+    let v = echo_json(resp).await;
+    assert_eq!(v["body_len"], BIG);
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown < 96 * 1024,
+        "RSS grew by {grown} KiB for a {BIG}-byte upload"
+    );
+}
+
+#[tokio::test]
+async fn h2_client_to_h1_upstream_streams_body_both_ways() {
+    let up = EchoUpstream::start("u").await.expect("u");
+    let gw = TestGateway::start(&simple_config(&up.url()))
+        .await
+        .expect("gw");
+    let body = vec![7u8; 3 * 1024 * 1024 + 17];
+    let resp = h2c_client()
+        .post(gw.url("/h2up"))
+        .body(body.clone())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let v = echo_json(resp).await;
+    assert_eq!(v["body_len"], body.len() as u64);
+    let resp = h2c_client()
+        .get(gw.url("/h2down"))
+        .header("x-echo-body-bytes", "5000000")
+        .header("x-echo-chunked", "1")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.bytes().await.expect("body").len(), 5_000_000);
+}
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_and_reused() {
+    let up = RawUpstream::start(RawScript::ok("pooled"))
+        .await
+        .expect("raw");
+    let gw = TestGateway::start(&simple_config(&up.url()))
+        .await
+        .expect("gw");
+    let c = client();
+    for _ in 0..20 {
+        let r = c.get(gw.url("/p")).send().await.expect("send");
+        assert_eq!(r.text().await.expect("body"), "pooled");
+    }
+    assert_eq!(up.total_requests_seen(), 20);
+    assert!(
+        up.connections() <= 2,
+        "{} upstream connections for 20 sequential requests",
+        up.connections()
+    );
+}
