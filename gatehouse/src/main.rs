@@ -29,6 +29,9 @@ enum Command {
     Run {
         #[arg(short, long)]
         config: PathBuf,
+        /// Worker threads for the data plane (default: one per CPU).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Parse and compile a config file; print every error with its YAML path and line.
     Validate {
@@ -78,19 +81,20 @@ fn main() -> ExitCode {
             url,
             headers,
         } => explain::run(&config, &method, &url, &headers),
-        Command::Run { config } => serve(async move { run(&config).await }),
+        Command::Run { config, workers } => serve(workers, async move { run(&config).await }),
         Command::Demo { port, admin_port } => {
-            serve(async move { demo::run(port, admin_port).await })
+            serve(None, async move { demo::run(port, admin_port).await })
         }
     }
 }
 
-fn serve(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+fn serve(workers: Option<usize>, fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     gatehouse_telemetry::init_logging();
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n.max(1));
+    }
+    match builder.enable_all().build() {
         Ok(rt) => rt.block_on(fut),
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -44,13 +44,21 @@ impl Ctx {
     ) -> Ctx {
         let peer = canonical_ip(conn.peer.ip());
         let peer_trusted = snap.is_trusted(peer);
-        let client_ip = if peer_trusted {
+        // A header nominated in `Connection` is hop-by-hop: it is stripped before forwarding
+        // (X1), so it must not be believed either, or the upstream would see the gateway's
+        // XFF next to an `x-real-ip` / request id taken from the stripped client copy.
+        let nominated = |name: &str| crate::policy::headers::connection_has(headers, name);
+        let client_ip = if peer_trusted && !nominated("x-forwarded-for") {
             client_ip_from_xff(headers, snap).unwrap_or(peer)
         } else {
             peer
         };
         let request_id = match headers.get("x-request-id") {
-            Some(v) if peer_trusted && valid_request_id(v.as_bytes()) => v.clone(),
+            Some(v)
+                if peer_trusted && !nominated("x-request-id") && valid_request_id(v.as_bytes()) =>
+            {
+                v.clone()
+            }
             _ => new_request_id(),
         };
         let grpc = headers

@@ -37,10 +37,16 @@ pub fn check_head(
     if method.as_str().len() + target_len + 10 > limits.max_request_line {
         return Err(GatewayError::UriTooLong);
     }
-    let header_bytes: usize = headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
+    // One field line may be no longer than the request line limit (nginx's
+    // large_client_header_buffers: the same buffer size bounds both; L2 "one 16 KiB header").
+    let mut header_bytes = 0usize;
+    for (k, v) in headers {
+        let line = k.as_str().len() + v.len() + 4;
+        if line > limits.max_request_line {
+            return Err(GatewayError::HeaderFieldsTooLarge);
+        }
+        header_bytes += line;
+    }
     if header_bytes > limits.max_header_bytes || headers.len() > limits.max_headers {
         return Err(GatewayError::HeaderFieldsTooLarge);
     }
@@ -55,6 +61,20 @@ pub fn check_head(
         }
         if headers.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
             return Err(GatewayError::BadRequest("repeated content-length"));
+        }
+        // hyper only checks that the last coding is chunked. Anything else (`gzip, chunked`,
+        // `x` + `chunked`, `chunked, chunked`) would reach the upstream still encoded but
+        // without a Transfer-Encoding saying so: refuse it, as nginx does (S3).
+        let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
+        if let Some(first) = te.next() {
+            if te.next().is_some()
+                || !first
+                    .as_bytes()
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"chunked")
+            {
+                return Err(GatewayError::BadRequest("unsupported transfer-encoding"));
+            }
         }
     }
     if *method == Method::CONNECT {

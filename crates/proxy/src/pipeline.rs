@@ -42,7 +42,7 @@ pub async fn handle(
         &active.snapshot,
     );
     shared.metrics.in_flight.inc();
-    let resp = match run(req, &mut ctx, &active, &conn).await {
+    let resp = match run(req, &mut ctx, &active, &conn, &shared).await {
         Ok(r) => r,
         Err(e) => local_response(&e, &mut ctx),
     };
@@ -54,6 +54,7 @@ async fn run(
     ctx: &mut Ctx,
     active: &Arc<Active>,
     conn: &ConnInfo,
+    shared: &Arc<Shared>,
 ) -> Result<Response<Body>, GatewayError> {
     let snap = &active.snapshot;
     let (mut parts, body) = req.into_parts();
@@ -161,7 +162,7 @@ async fn run(
     upstream::check_response_framing(&resp)?;
     if websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         match on_upgrade {
-            Some(client_side) => upgrade::tunnel(client_side, &mut resp, ups.timeouts.idle),
+            Some(client_side) => upgrade::tunnel(client_side, &mut resp, ups.timeouts.idle, shared),
             None => return Err(GatewayError::BadGateway),
         }
         header_policy::strip_response_hop_by_hop(resp.headers_mut(), true);

@@ -11,7 +11,12 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
 use gatehouse_core::GatewayError;
+
+use crate::gateway::Shared;
 
 /// W3: only HTTP/1.1 GET upgrades to `websocket`, without a body.
 pub fn check_handshake(
@@ -46,9 +51,29 @@ pub fn check_handshake(
 
 /// Spawns the tunnel once both sides have upgraded. The tunnel closes both sides after
 /// `idle` without traffic in either direction.
-pub fn tunnel(client: OnUpgrade, upstream_resp: &mut Response<Incoming>, idle: Duration) {
+pub fn tunnel(
+    client: OnUpgrade,
+    upstream_resp: &mut Response<Incoming>,
+    idle: Duration,
+    shared: &Arc<Shared>,
+) {
     let upstream = hyper::upgrade::on(upstream_resp);
+    let shared = shared.clone();
+    // A tunnel outlives the HTTP connection it came from: it counts as an open connection
+    // for graceful shutdown and is force-closed at the hard deadline (F11).
+    shared.open_connections.fetch_add(1, Ordering::Relaxed);
+    let mut hard_stop = shared.hard_stop.subscribe();
     tokio::spawn(async move {
+        tokio::select! {
+            _ = run_tunnel(client, upstream, idle) => {}
+            _ = hard_stop.wait_for(|stop| *stop) => {}
+        }
+        shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+async fn run_tunnel(client: OnUpgrade, upstream: OnUpgrade, idle: Duration) {
+    {
         let (c, u) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,
             Err(e) => {
@@ -59,7 +84,7 @@ pub fn tunnel(client: OnUpgrade, upstream_resp: &mut Response<Incoming>, idle: D
         let mut c = TokioIo::new(c);
         let mut u = TokioIo::new(u);
         pump(&mut c, &mut u, idle).await;
-    });
+    }
 }
 
 async fn pump<A, B>(a: &mut A, b: &mut B, idle: Duration)

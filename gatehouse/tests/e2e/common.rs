@@ -77,3 +77,18 @@ pub fn echo_headers_all(v: &serde_json::Value, name: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Writes `request` (exact bytes) on a new connection to `addr` and reads one response.
+pub async fn raw_roundtrip(
+    addr: std::net::SocketAddr,
+    request: &[u8],
+) -> anyhow::Result<RawResponse> {
+    let mut c = RawConn::connect(addr).await?;
+    c.write(request).await?;
+    c.read_response(Duration::from_secs(10)).await
+}
+
+/// Parses a raw response body as JSON (echo upstream replies, gateway errors).
+pub fn raw_json(r: &RawResponse) -> serde_json::Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", r.body_str()))
+}

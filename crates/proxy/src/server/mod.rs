@@ -187,6 +187,9 @@ async fn serve_io<I>(
                 Err(_) => {
                     tracing::error!("request handler panicked");
                     info.state.request_finished();
+                    // `pipeline::handle` counted the request in flight before running it; its
+                    // completion hook, which undoes that, died with the panic (F18).
+                    shared.metrics.in_flight.dec();
                     panic_response()
                 }
             };
@@ -245,6 +248,9 @@ async fn serve_io<I>(
 }
 
 fn panic_response() -> hyper::Response<Body> {
-    let resp = GatewayError::Internal.to_response("-", false);
+    // The pipeline's context (and its request id) died with the panic; every response still
+    // carries an id the client can quote (SPEC.md).
+    let id = crate::context::new_request_id();
+    let resp = GatewayError::Internal.to_response(id.to_str().unwrap_or("-"), false);
     resp.map(crate::body::full)
 }
