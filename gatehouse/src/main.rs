@@ -67,7 +67,11 @@ fn main() -> ExitCode {
         Command::Validate { config } => validate(&config),
         Command::Schema => {
             match serde_json::to_string_pretty(&gatehouse_config::json_schema()) {
-                Ok(s) => println!("{s}"),
+                Ok(s) => {
+                    // `gatehouse schema | head` closes the pipe early: not an error.
+                    use std::io::Write;
+                    let _ = writeln!(std::io::stdout(), "{s}");
+                }
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::FAILURE;

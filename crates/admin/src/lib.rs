@@ -55,6 +55,7 @@ pub fn router(rt: Arc<Runtime>) -> Router {
     Router::new()
         .merge(api.clone())
         .nest("/admin", api)
+        .route("/admin/", get(dashboard::page))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_VALIDATE_BODY))
         .layer(middleware::from_fn_with_state(rt.clone(), auth))
         .with_state(rt)
@@ -81,7 +82,18 @@ pub async fn serve(rt: Arc<Runtime>, addr: SocketAddr) -> std::io::Result<AdminH
     Ok(AdminHandle { addr: local, task })
 }
 
+/// Paths served without the token: liveness/readiness (probes carry no credentials and the
+/// answers reveal nothing) and the dashboard's static page (it holds no data; its scripts
+/// call the protected endpoints with the token the operator types in).
+fn is_public(path: &str) -> bool {
+    let path = path.strip_prefix("/admin").unwrap_or(path);
+    matches!(path, "" | "/" | "/healthz" | "/readyz")
+}
+
 async fn auth(State(rt): State<Arc<Runtime>>, req: Request, next: Next) -> Response {
+    if is_public(req.uri().path()) {
+        return next.run(req).await;
+    }
     let expected = rt.gateway().snapshot().admin.token.clone();
     if let Some(expected) = expected {
         let presented = req
@@ -223,7 +235,11 @@ async fn upstreams(State(rt): State<Arc<Runtime>>) -> Json<serde_json::Value> {
                 .collect();
             json!({
                 "name": u.name,
-                "balance": format!("{:?}", u.balance),
+                "balance": match u.balance {
+                    gatehouse_core::upstream::Balance::RoundRobin => "round_robin",
+                    gatehouse_core::upstream::Balance::Random => "random",
+                    gatehouse_core::upstream::Balance::LeastRequest => "least_request",
+                },
                 "http2": u.http2,
                 "targets": targets,
             })

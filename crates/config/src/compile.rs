@@ -33,14 +33,12 @@ pub fn compile_str(
     compile(&loaded, text, base_dir)
 }
 
-/// Short content hash used as the config version.
-pub fn version_of(text: &str) -> String {
-    let digest = Sha256::digest(text.as_bytes());
-    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
-}
-
 pub fn compile(loaded: &Loaded, text: &str, base_dir: &Path) -> Result<Snapshot, ConfigErrors> {
     let cfg: &Config = &loaded.config;
+    // The version covers the file and every file it references (certificates), so replacing
+    // a certificate in place and reloading is a real change, not a no-op.
+    let mut hasher = Sha256::new();
+    hasher.update(text.as_bytes());
     let mut errors = Vec::new();
     let mut err = |path: String, message: String| {
         let location = loaded.source_map.locate(&path);
@@ -59,7 +57,7 @@ pub fn compile(loaded: &Loaded, text: &str, base_dir: &Path) -> Result<Snapshot,
             Some(t) => {
                 let mut certs = Vec::new();
                 for (j, c) in t.certificates.iter().enumerate() {
-                    match load_cert(base_dir, &c.cert, &c.key) {
+                    match load_cert(base_dir, &c.cert, &c.key, &mut hasher) {
                         Ok(key) => certs.push(TlsCert { key }),
                         Err(m) => err(format!("listeners[{i}].tls.certificates[{j}]"), m),
                     }
@@ -335,8 +333,9 @@ pub fn compile(loaded: &Loaded, text: &str, base_dir: &Path) -> Result<Snapshot,
         }
     };
 
+    let digest = hasher.finalize();
     Ok(Snapshot {
-        version: version_of(text),
+        version: digest.iter().take(6).map(|b| format!("{b:02x}")).collect(),
         redacted: cfg.redacted(),
         listeners,
         admin: AdminSpec {
@@ -382,18 +381,24 @@ fn load_cert(
     base_dir: &Path,
     cert: &Path,
     key: &Path,
+    hasher: &mut Sha256,
 ) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
     let cert_path = base_dir.join(cert);
     let key_path = base_dir.join(key);
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
-        .map_err(|e| format!("cannot read certificate {}: {e}", cert_path.display()))?
+    let cert_pem = std::fs::read(&cert_path)
+        .map_err(|e| format!("cannot read certificate {}: {e}", cert_path.display()))?;
+    let key_pem = std::fs::read(&key_path)
+        .map_err(|e| format!("cannot read private key {}: {e}", key_path.display()))?;
+    hasher.update(&cert_pem);
+    hasher.update(&key_pem);
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("invalid certificate PEM {}: {e}", cert_path.display()))?;
     if chain.is_empty() {
         return Err(format!("no certificate found in {}", cert_path.display()));
     }
-    let key_der = PrivateKeyDer::from_pem_file(&key_path)
-        .map_err(|e| format!("cannot read private key {}: {e}", key_path.display()))?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| format!("invalid private key PEM {}: {e}", key_path.display()))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)
         .map_err(|e| format!("unsupported private key {}: {e}", key_path.display()))?;
     let ck = rustls::sign::CertifiedKey::new(chain, signing);

@@ -27,7 +27,7 @@ use std::path::Path;
 use serde_json::Value;
 use serde_saphyr::MessageFormatter;
 
-pub use compile::{compile, compile_str, version_of};
+pub use compile::{compile, compile_str};
 pub use env::interpolate;
 pub use model::{
     Admin, Backend, Balance, CertificateFiles, Config, HeaderOps, HeaderRules, Limits, Listener,

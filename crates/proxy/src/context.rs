@@ -128,18 +128,41 @@ pub fn hex_into(mut v: u128, out: &mut [u8]) {
     }
 }
 
+/// Query parameter names whose values never reach the access log.
 const SECRET_PARAMS: &[&str] = &[
     "key",
+    "apikey",
+    "api_key",
+    "api-key",
     "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
     "secret",
+    "client_secret",
     "password",
     "passwd",
+    "pwd",
     "signature",
     "sig",
     "auth",
-    "credential",
+    "authorization",
     "session",
+    "sessionid",
+    "session_id",
+    "code",
+    "jwt",
 ];
+
+fn is_secret_param(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    SECRET_PARAMS.contains(&lower.as_str())
+        || [
+            "_key", "-key", "_token", "-token", "_secret", "-secret", "password",
+        ]
+        .iter()
+        .any(|suffix| lower.ends_with(suffix))
+}
 
 /// Path plus query, with the values of query parameters whose names look secret replaced,
 /// so access logs never hold API keys or tokens given in the URL.
@@ -156,8 +179,7 @@ pub fn redact_query(uri: &http::Uri) -> String {
             out.push('&');
         }
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let lower = name.to_ascii_lowercase();
-        if !value.is_empty() && SECRET_PARAMS.iter().any(|s| lower.contains(s)) {
+        if !value.is_empty() && is_secret_param(name) {
             out.push_str(name);
             out.push_str("=REDACTED");
         } else {
@@ -173,12 +195,13 @@ mod tests {
 
     #[test]
     fn query_secrets_are_redacted() {
-        let uri: http::Uri = "/a?api_key=s3cret&x=1&access_token=t&page=2"
-            .parse()
-            .expect("uri");
+        let uri: http::Uri =
+            "/a?api_key=s3cret&x=1&access_token=t&page=2&author=me&monkey=1&X-Api-Key=k"
+                .parse()
+                .expect("uri");
         assert_eq!(
             redact_query(&uri),
-            "/a?api_key=REDACTED&x=1&access_token=REDACTED&page=2"
+            "/a?api_key=REDACTED&x=1&access_token=REDACTED&page=2&author=me&monkey=1&X-Api-Key=REDACTED"
         );
     }
 

@@ -18,7 +18,9 @@ use hyper::body::Incoming;
 use gatehouse_core::snapshot::Route;
 use gatehouse_core::GatewayError;
 use gatehouse_telemetry::access_log::rfc3339_now;
-use gatehouse_telemetry::metrics::{status_class, RequestLabels, RouteLabels, UpstreamLabels};
+use gatehouse_telemetry::metrics::{
+    method_label, status_class, RequestLabels, RouteLabels, UpstreamLabels,
+};
 use gatehouse_telemetry::AccessRecord;
 
 use crate::body::{self, Body, LimitedBody, OnComplete, ResponseBody};
@@ -156,13 +158,26 @@ async fn run(
     let started = Instant::now();
     let result = upstream::call(client, t, upstream_req, timeout, ctx).await;
     ctx.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+    if let Err(e) = &result {
+        if e.cause() == gatehouse_core::Cause::Upstream {
+            shared
+                .metrics
+                .upstream_errors
+                .get_or_create(&UpstreamLabels {
+                    upstream: ups.name.clone(),
+                })
+                .inc();
+        }
+    }
     let mut resp = result?;
 
     // response transform
     upstream::check_response_framing(&resp)?;
     if websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         match on_upgrade {
-            Some(client_side) => upgrade::tunnel(client_side, &mut resp, ups.timeouts.idle, shared),
+            Some(client_side) => {
+                upgrade::tunnel(client_side, &mut resp, ups.timeouts.idle, shared, conn)
+            }
             None => return Err(GatewayError::BadGateway),
         }
         header_policy::strip_response_hop_by_hop(resp.headers_mut(), true);
@@ -225,7 +240,7 @@ impl OnComplete for Completion {
         m.requests
             .get_or_create(&RequestLabels {
                 route: route_name.unwrap_or("").to_string(),
-                method: ctx.method.as_str().to_string(),
+                method: method_label(&ctx.method),
                 status_class: status_class(status),
             })
             .inc();

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use gatehouse_core::GatewayError;
 
 use crate::gateway::Shared;
+use crate::server::conn::ConnInfo;
 
 /// W3: only HTTP/1.1 GET upgrades to `websocket`, without a body.
 pub fn check_handshake(
@@ -56,19 +57,24 @@ pub fn tunnel(
     upstream_resp: &mut Response<Incoming>,
     idle: Duration,
     shared: &Arc<Shared>,
+    conn: &ConnInfo,
 ) {
     let upstream = hyper::upgrade::on(upstream_resp);
     let shared = shared.clone();
+    let permit = conn.take_permit();
     // A tunnel outlives the HTTP connection it came from: it counts as an open connection
     // for graceful shutdown and is force-closed at the hard deadline (F11).
     shared.open_connections.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.connections.inc();
     let mut hard_stop = shared.hard_stop.subscribe();
     tokio::spawn(async move {
         tokio::select! {
             _ = run_tunnel(client, upstream, idle) => {}
             _ = hard_stop.wait_for(|stop| *stop) => {}
         }
+        shared.metrics.connections.dec();
         shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+        drop(permit);
     });
 }
 

@@ -140,13 +140,13 @@ async fn token_protects_every_endpoint_and_is_redacted() {
     );
     let gw = TestGateway::start(&yaml).await.expect("gw");
     for path in [
-        "/healthz",
         "/metrics",
         "/config",
         "/routes",
         "/upstreams",
         "/audit",
-        "/",
+        "/status",
+        "/admin/config",
     ] {
         let r = client().get(gw.admin_url(path)).send().await.expect("send");
         assert_eq!(r.status(), 401, "{path}");
@@ -164,6 +164,18 @@ async fn token_protects_every_endpoint_and_is_redacted() {
         .await
         .expect("send");
     assert_eq!(r.status(), 401);
+    let r = client()
+        .post(gw.admin_url("/config/validate"))
+        .body("listeners: []")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 401);
+    // Probes and the dashboard's static page stay reachable without the token.
+    for path in ["/healthz", "/readyz", "/", "/admin/healthz"] {
+        let r = client().get(gw.admin_url(path)).send().await.expect("send");
+        assert_eq!(r.status(), 200, "{path}");
+    }
     let r = client()
         .get(gw.admin_url("/config"))
         .bearer_auth("sekret-admin-token")

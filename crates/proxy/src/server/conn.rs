@@ -21,6 +21,18 @@ pub struct ConnInfo {
     pub tls: bool,
     pub listener: Arc<str>,
     pub state: Arc<ConnState>,
+    /// This connection's slot under `limits.max_connections`. A WebSocket tunnel takes it
+    /// over when the HTTP connection turns into a tunnel, so tunnels stay under the cap.
+    pub permit: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+}
+
+impl ConnInfo {
+    pub fn take_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match self.permit.lock() {
+            Ok(mut p) => p.take(),
+            Err(p) => p.into_inner().take(),
+        }
+    }
 }
 
 pub struct ConnState {
@@ -81,9 +93,13 @@ impl ConnState {
 
     /// What the connection supervisor should do now.
     pub fn check(&self, header_timeout: Duration, idle_timeout: Duration) -> ConnCheck {
+        // Bytes arriving do not wake the supervisor (that would cost a task wake-up per
+        // request), so while nothing is pending it re-checks at this period: a slow head is
+        // cut within header_timeout + period (L4: "≤ header timeout + 1 s").
+        let period = (header_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         if self.in_flight() > 0 {
             // Requests in flight are governed by their own timeouts.
-            return ConnCheck::WaitUntil(Instant::now() + idle_timeout.min(Duration::from_secs(1)));
+            return ConnCheck::WaitUntil(Instant::now() + period);
         }
         let now = self.now_ms();
         let head = self.head_started.load(Ordering::Relaxed);
@@ -100,7 +116,8 @@ impl ConnState {
         if now >= deadline {
             return ConnCheck::Idle;
         }
-        ConnCheck::WaitUntil(self.epoch + Duration::from_millis(deadline))
+        let idle_at = self.epoch + Duration::from_millis(deadline);
+        ConnCheck::WaitUntil(idle_at.min(Instant::now() + period))
     }
 }
 
@@ -198,8 +215,13 @@ mod tests {
         tokio::time::advance(Duration::from_secs(31)).await;
         assert_eq!(s.check(ht, it), ConnCheck::Idle);
 
-        // A partial head starts the header timer.
+        // A partial head starts the header timer, and the supervisor looks again soon
+        // enough to cut it within a second of the header timeout.
         let s = ConnState::new();
+        match s.check(ht, it) {
+            ConnCheck::WaitUntil(t) => assert!(t <= Instant::now() + Duration::from_secs(1)),
+            other => panic!("{other:?}"),
+        }
         s.on_read();
         tokio::time::advance(Duration::from_secs(11)).await;
         assert_eq!(s.check(ht, it), ConnCheck::HeaderTimeout);

@@ -99,10 +99,9 @@ async fn accept_loop(
         tokio::spawn(async move {
             shared.open_connections.fetch_add(1, Ordering::Relaxed);
             shared.metrics.connections.inc();
-            serve_stream(&shared, stream, peer, local, name, tls, stop).await;
+            serve_stream(&shared, stream, peer, local, name, tls, stop, permit).await;
             shared.metrics.connections.dec();
             shared.open_connections.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
         });
     }
     tracing::info!(listener = %name, addr = %local, "stopped accepting");
@@ -116,6 +115,7 @@ async fn serve_stream(
     listener: Arc<str>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     stop: watch::Receiver<Option<Duration>>,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let limits = shared.active.load().snapshot.limits.clone();
     let state = Arc::new(ConnState::new());
@@ -125,6 +125,7 @@ async fn serve_stream(
         tls: tls.is_some(),
         listener,
         state: state.clone(),
+        permit: std::sync::Mutex::new(Some(permit)),
     });
     let io = TrackedIo::new(stream, state.clone());
     match tls {
