@@ -23,6 +23,12 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AccessLogSink {
+    Stdout,
+    Off,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve traffic with the given config file.
@@ -32,6 +38,9 @@ enum Command {
         /// Worker threads for the data plane (default: one per CPU).
         #[arg(long)]
         workers: Option<usize>,
+        /// Where the per-request JSON access log goes: `stdout` (default) or `off`.
+        #[arg(long, value_enum, default_value_t = AccessLogSink::Stdout)]
+        access_log: AccessLogSink,
     },
     /// Parse and compile a config file; print every error with its YAML path and line.
     Validate {
@@ -85,7 +94,11 @@ fn main() -> ExitCode {
             url,
             headers,
         } => explain::run(&config, &method, &url, &headers),
-        Command::Run { config, workers } => serve(workers, async move { run(&config).await }),
+        Command::Run {
+            config,
+            workers,
+            access_log,
+        } => serve(workers, async move { run(&config, access_log).await }),
         Command::Demo { port, admin_port } => {
             serve(None, async move { demo::run(port, admin_port).await })
         }
@@ -141,10 +154,14 @@ fn validate(path: &Path) -> ExitCode {
     }
 }
 
-async fn run(path: &Path) -> ExitCode {
+async fn run(path: &Path, access_log: AccessLogSink) -> ExitCode {
+    let access_log = match access_log {
+        AccessLogSink::Stdout => AccessLog::stdout(),
+        AccessLogSink::Off => AccessLog::off(),
+    };
     let opts = GatewayOptions {
         metrics: Arc::new(Metrics::new()),
-        access_log: Arc::new(AccessLog::stdout()),
+        access_log: Arc::new(access_log),
     };
     let rt = match Runtime::start_file(path, opts).await {
         Ok(rt) => rt,

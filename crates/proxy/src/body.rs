@@ -127,10 +127,55 @@ pub trait OnComplete: Send + 'static {
     fn complete(self: Box<Self>, bytes_out: u64, completed: bool);
 }
 
+/// What a response carries: the upstream's body as hyper gives it, or one the gateway made.
+/// Keeping the upstream body unboxed saves an allocation and a dynamic call per frame on
+/// every proxied response (it used to be boxed here and boxed again by [`ResponseBody`]).
+pub enum ResponseInner {
+    Upstream(hyper::body::Incoming),
+    Local(Body),
+}
+
+impl From<Body> for ResponseInner {
+    fn from(b: Body) -> Self {
+        ResponseInner::Local(b)
+    }
+}
+
+impl HttpBody for ResponseInner {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResponseInner::Upstream(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|e| -> BoxError { Box::new(e) }))),
+            ResponseInner::Local(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseInner::Upstream(b) => b.is_end_stream(),
+            ResponseInner::Local(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseInner::Upstream(b) => b.size_hint(),
+            ResponseInner::Local(b) => b.size_hint(),
+        }
+    }
+}
+
 /// Wraps a response body: counts bytes, enforces an idle timeout between frames (streams
 /// flow as long as bytes keep arriving, F3) and reports completion exactly once.
 pub struct ResponseBody {
-    inner: Body,
+    inner: ResponseInner,
     idle: Option<Duration>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     bytes: u64,
@@ -138,7 +183,7 @@ pub struct ResponseBody {
 }
 
 impl ResponseBody {
-    pub fn new(inner: Body, idle: Option<Duration>, done: Box<dyn OnComplete>) -> Self {
+    pub fn new(inner: ResponseInner, idle: Option<Duration>, done: Box<dyn OnComplete>) -> Self {
         ResponseBody {
             inner,
             idle,

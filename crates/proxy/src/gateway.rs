@@ -9,16 +9,42 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use gatehouse_core::Snapshot;
+use gatehouse_telemetry::metrics::{RouteMetrics, UpstreamMetrics};
 use gatehouse_telemetry::{AccessLog, Metrics};
 use tokio::sync::{watch, Semaphore};
 
 use crate::server::{self, ListenerHandle};
 use crate::upstream::{ClientCache, HttpClient};
 
-/// A snapshot plus the runtime objects resolved for it (one client per upstream index).
+/// A snapshot plus the runtime objects resolved for it (one client and one metrics handle
+/// per upstream index, one metrics handle per route index).
 pub struct Active {
     pub snapshot: Arc<Snapshot>,
     pub clients: Vec<HttpClient>,
+    pub route_metrics: Vec<RouteMetrics>,
+    /// Requests that matched no route (`route=""`).
+    pub no_route_metrics: RouteMetrics,
+    pub upstream_metrics: Vec<UpstreamMetrics>,
+}
+
+impl Active {
+    fn new(snapshot: Arc<Snapshot>, clients: Vec<HttpClient>) -> Active {
+        Active {
+            route_metrics: snapshot
+                .routes
+                .iter()
+                .map(|r| RouteMetrics::new(&r.name))
+                .collect(),
+            no_route_metrics: RouteMetrics::new(""),
+            upstream_metrics: snapshot
+                .upstreams
+                .iter()
+                .map(|u| UpstreamMetrics::new(&u.name))
+                .collect(),
+            snapshot,
+            clients,
+        }
+    }
 }
 
 pub struct Shared {
@@ -40,7 +66,7 @@ impl Shared {
             .iter()
             .map(|u| self.clients.for_upstream(u))
             .collect();
-        Active { snapshot, clients }
+        Active::new(snapshot, clients)
     }
 
     fn resize_conn_limit(&self, size: usize) {
@@ -80,10 +106,7 @@ impl Gateway {
         let max_conns = snapshot.limits.max_connections;
         let (hard_stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
-            active: ArcSwap::from_pointee(Active {
-                snapshot: snapshot.clone(),
-                clients: Vec::new(),
-            }),
+            active: ArcSwap::from_pointee(Active::new(snapshot.clone(), Vec::new())),
             metrics: opts.metrics,
             access_log: opts.access_log,
             clients: ClientCache::default(),

@@ -17,13 +17,11 @@ use hyper::body::Incoming;
 
 use gatehouse_core::snapshot::Route;
 use gatehouse_core::GatewayError;
-use gatehouse_telemetry::access_log::rfc3339_now;
-use gatehouse_telemetry::metrics::{
-    method_label, status_class, RequestLabels, RouteLabels, UpstreamLabels,
-};
+use gatehouse_telemetry::access_log::LogTime;
+use gatehouse_telemetry::metrics::UpstreamLabels;
 use gatehouse_telemetry::AccessRecord;
 
-use crate::body::{self, Body, LimitedBody, OnComplete, ResponseBody};
+use crate::body::{self, Body, LimitedBody, OnComplete, ResponseBody, ResponseInner};
 use crate::context::Ctx;
 use crate::gateway::{Active, Shared};
 use crate::policy::{body_limit, forwarded, headers as header_policy, rewrite};
@@ -46,7 +44,7 @@ pub async fn handle(
     shared.metrics.in_flight.inc();
     let resp = match run(req, &mut ctx, &active, &conn, &shared).await {
         Ok(r) => r,
-        Err(e) => local_response(&e, &mut ctx),
+        Err(e) => local_response(&e, &mut ctx).map(ResponseInner::Local),
     };
     finish(resp, ctx, active, shared, conn)
 }
@@ -57,7 +55,7 @@ async fn run(
     active: &Arc<Active>,
     conn: &ConnInfo,
     shared: &Arc<Shared>,
-) -> Result<Response<Body>, GatewayError> {
+) -> Result<Response<ResponseInner>, GatewayError> {
     let snap = &active.snapshot;
     let (mut parts, body) = req.into_parts();
 
@@ -101,7 +99,6 @@ async fn run(
         rewrite::upstream_path(&route.rewrite, &target.forward, target.query, &params);
     let authority = HeaderValue::from_str(&target.authority)
         .map_err(|_| GatewayError::BadRequest("invalid host"))?;
-    let host_for_xfh = target.authority.to_string();
     drop(params);
     drop(target);
 
@@ -110,7 +107,7 @@ async fn run(
     forwarded::add_forwarded(
         &mut parts.headers,
         ctx,
-        &host_for_xfh,
+        &authority,
         conn.tls,
         conn.peer.ip(),
     );
@@ -191,12 +188,7 @@ async fn run(
 
     // cache store: see the caching issue.
     ctx.body_idle = Some(ups.timeouts.idle);
-    Ok(resp.map(|b| {
-        http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
-            b,
-            |e| -> body::BoxError { Box::new(e) },
-        ))
-    }))
+    Ok(resp.map(ResponseInner::Upstream))
 }
 
 fn local_response(e: &GatewayError, ctx: &mut Ctx) -> Response<Body> {
@@ -237,38 +229,29 @@ impl OnComplete for Completion {
         let upstream_name = ctx.upstream.map(|i| snap.upstreams[i].name.as_str());
         let m = &shared.metrics;
         m.in_flight.dec();
-        m.requests
-            .get_or_create(&RequestLabels {
-                route: route_name.unwrap_or("").to_string(),
-                method: method_label(&ctx.method),
-                status_class: status_class(status),
-            })
-            .inc();
-        m.request_duration
-            .get_or_create(&RouteLabels {
-                route: route_name.unwrap_or("").to_string(),
-            })
-            .observe(elapsed.as_secs_f64());
-        if let (Some(u), Some(ms)) = (upstream_name, ctx.upstream_ms) {
-            m.upstream_duration
-                .get_or_create(&UpstreamLabels {
-                    upstream: u.to_string(),
-                })
-                .observe(ms / 1000.0);
+        // Handles resolved with the snapshot (gateway.rs): no label strings, hashing or
+        // family lock per request.
+        let route_metrics = match ctx.route {
+            Some(i) => &active.route_metrics[i],
+            None => &active.no_route_metrics,
+        };
+        route_metrics.record(m, ctx.method.as_str(), status, elapsed.as_secs_f64());
+        if let (Some(u), Some(ms)) = (ctx.upstream, ctx.upstream_ms) {
+            active.upstream_metrics[u].observe(m, ms / 1000.0);
         }
         if shared.access_log.enabled() {
             shared.access_log.write(&AccessRecord {
-                time: rfc3339_now(),
-                request_id: ctx.request_id_str().to_string(),
-                route: route_name.map(str::to_string),
-                method: ctx.method.as_str().to_string(),
-                path: ctx.log_path,
+                time: LogTime::now(),
+                request_id: ctx.request_id_str(),
+                route: route_name,
+                method: ctx.method.as_str(),
+                path: &ctx.log_path,
                 status,
                 duration_ms: elapsed.as_secs_f64() * 1000.0,
-                upstream: upstream_name.map(str::to_string),
+                upstream: upstream_name,
                 upstream_ms: ctx.upstream_ms,
                 consumer: None,
-                client_ip: ctx.client_ip.to_string(),
+                client_ip: ctx.client_ip,
                 bytes_in: ctx.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
                 bytes_out,
                 cache: None,
@@ -280,14 +263,16 @@ impl OnComplete for Completion {
 }
 
 fn finish(
-    resp: Response<Body>,
+    resp: Response<ResponseInner>,
     ctx: Ctx,
     active: Arc<Active>,
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
 ) -> Response<Body> {
     let (mut parts, b) = resp.into_parts();
-    parts.headers.insert("x-request-id", ctx.request_id.clone());
+    parts
+        .headers
+        .insert(forwarded::X_REQUEST_ID.clone(), ctx.request_id.clone());
     if ctx.close && parts.version != Version::HTTP_2 {
         parts
             .headers

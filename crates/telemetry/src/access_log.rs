@@ -7,21 +7,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use serde::Serialize;
 
-#[derive(Serialize, Debug, Default)]
-pub struct AccessRecord {
-    pub time: String,
-    pub request_id: String,
-    pub route: Option<String>,
-    pub method: String,
-    pub path: String,
+/// One access-log line. Fields borrow from the request's context: building the record
+/// allocates nothing, and the only allocation per line is the serialized buffer itself.
+#[derive(Serialize, Debug)]
+pub struct AccessRecord<'a> {
+    pub time: LogTime,
+    pub request_id: &'a str,
+    pub route: Option<&'a str>,
+    pub method: &'a str,
+    pub path: &'a str,
     pub status: u16,
     pub duration_ms: f64,
-    pub upstream: Option<String>,
+    pub upstream: Option<&'a str>,
     pub upstream_ms: Option<f64>,
-    pub consumer: Option<String>,
-    pub client_ip: String,
+    pub consumer: Option<&'a str>,
+    /// Serialized as text (`"127.0.0.1"`), like `IpAddr`'s `Display`.
+    pub client_ip: IpAddr,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub cache: Option<&'static str>,
@@ -30,9 +35,101 @@ pub struct AccessRecord {
     pub error: Option<&'static str>,
 }
 
+impl Default for AccessRecord<'_> {
+    fn default() -> Self {
+        AccessRecord {
+            time: LogTime::default(),
+            request_id: "",
+            route: None,
+            method: "",
+            path: "",
+            status: 0,
+            duration_ms: 0.0,
+            upstream: None,
+            upstream_ms: None,
+            consumer: None,
+            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            bytes_in: 0,
+            bytes_out: 0,
+            cache: None,
+            error: None,
+        }
+    }
+}
+
+/// An RFC 3339 UTC timestamp with milliseconds, kept on the stack (`2026-11-25T17:47:23.376Z`).
+#[derive(Clone, Copy, Default)]
+pub struct LogTime {
+    buf: [u8; 24],
+    len: u8,
+}
+
+impl LogTime {
+    pub fn now() -> LogTime {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        LogTime::at(now.as_secs() as i64, now.subsec_millis())
+    }
+
+    /// The timestamp `secs` seconds + `ms` milliseconds after the Unix epoch.
+    pub fn at(secs: i64, ms: u32) -> LogTime {
+        let ms = i64::from(ms);
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+        // Civil-from-days (Howard Hinnant).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let y = yoe + era * 400;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = if mo <= 2 { y + 1 } else { y };
+        let mut t = LogTime {
+            buf: *b"0000-00-00T00:00:00.000Z",
+            len: 24,
+        };
+        // Digits written right to left into fixed positions (years 0..=9999).
+        let mut put = |end: usize, mut v: i64, width: usize| {
+            for i in 0..width {
+                t.buf[end - i] = b'0' + (v.rem_euclid(10)) as u8;
+                v /= 10;
+            }
+        };
+        put(3, y, 4);
+        put(6, mo, 2);
+        put(9, d, 2);
+        put(12, h, 2);
+        put(15, m, 2);
+        put(18, s, 2);
+        put(22, ms, 3);
+        t
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for LogTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for LogTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 enum Sink {
     Off,
-    Channel(SyncSender<String>),
+    Channel(SyncSender<Vec<u8>>),
     Memory(Arc<Mutex<Vec<String>>>),
 }
 
@@ -51,18 +148,18 @@ impl AccessLog {
 
     /// Writes to stdout from a dedicated thread.
     pub fn stdout() -> AccessLog {
-        let (tx, rx) = sync_channel::<String>(8192);
+        let (tx, rx) = sync_channel::<Vec<u8>>(8192);
         let spawned = std::thread::Builder::new()
             .name("gatehouse-access-log".into())
             .spawn(move || {
                 let stdout = std::io::stdout();
                 let mut out = std::io::BufWriter::new(stdout.lock());
                 while let Ok(line) = rx.recv() {
-                    let _ = out.write_all(line.as_bytes());
+                    let _ = out.write_all(&line);
                     // Flush when the queue is drained so lines appear promptly at low rates
                     // and are batched at high rates.
                     while let Ok(line) = rx.try_recv() {
-                        let _ = out.write_all(line.as_bytes());
+                        let _ = out.write_all(&line);
                     }
                     let _ = out.flush();
                 }
@@ -92,12 +189,13 @@ impl AccessLog {
         !matches!(self.sink, Sink::Off)
     }
 
-    pub fn write(&self, record: &AccessRecord) {
-        let mut line = match serde_json::to_string(record) {
-            Ok(l) => l,
-            Err(_) => return,
-        };
-        line.push('\n');
+    pub fn write(&self, record: &AccessRecord<'_>) {
+        // Sized for a typical line, so serializing does not reallocate.
+        let mut line = Vec::with_capacity(384);
+        if serde_json::to_writer(&mut line, record).is_err() {
+            return;
+        }
+        line.push(b'\n');
         match &self.sink {
             Sink::Off => {}
             Sink::Channel(tx) => {
@@ -109,7 +207,7 @@ impl AccessLog {
             }
             Sink::Memory(buf) => {
                 if let Ok(mut b) = buf.lock() {
-                    b.push(line);
+                    b.push(String::from_utf8_lossy(&line).into_owned());
                 }
             }
         }
@@ -118,26 +216,7 @@ impl AccessLog {
 
 /// RFC 3339 UTC timestamp with milliseconds, without pulling in a date crate.
 pub fn rfc3339_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs() as i64;
-    let ms = now.subsec_millis();
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Civil-from-days (Howard Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if mo <= 2 { y + 1 } else { y };
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
+    LogTime::now().as_str().to_string()
 }
 
 #[cfg(test)]
@@ -156,7 +235,7 @@ mod tests {
     fn memory_sink_keeps_json_lines() {
         let (log, buf) = AccessLog::memory();
         log.write(&AccessRecord {
-            request_id: "r1".into(),
+            request_id: "r1",
             status: 200,
             ..Default::default()
         });
@@ -164,5 +243,19 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(lines[0].trim()).expect("json");
         assert_eq!(v["request_id"], "r1");
         assert_eq!(v["status"], 200);
+        assert_eq!(v["client_ip"], "0.0.0.0");
+    }
+
+    #[test]
+    fn log_time_matches_the_calendar() {
+        for (secs, ms, want) in [
+            (0, 0, "1970-01-01T00:00:00.000Z"),
+            (951782400, 5, "2000-02-29T00:00:00.005Z"),
+            (1795628843, 376, "2026-11-25T17:47:23.376Z"),
+            (4102444799, 999, "2099-12-31T23:59:59.999Z"),
+            (1709164800, 123, "2024-02-29T00:00:00.123Z"),
+        ] {
+            assert_eq!(LogTime::at(secs, ms).as_str(), want);
+        }
     }
 }

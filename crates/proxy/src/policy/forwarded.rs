@@ -3,59 +3,132 @@
 //! nominated in `Connection` can never survive (X1), and client values are believed only
 //! from `trusted_proxies` (X3).
 
-use http::header::{HeaderMap, HeaderValue};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::context::{hex_into, Ctx};
 
+// Names as statics: inserting or looking up by `&str` parses and hashes the name on every
+// request; a static `HeaderName` is cloned for free (no allocation).
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// `host` is the client's authority, already a valid header value (it became `Host`).
 pub fn add_forwarded(
     headers: &mut HeaderMap,
     ctx: &Ctx,
-    host: &str,
+    host: &HeaderValue,
     tls: bool,
-    peer: std::net::IpAddr,
+    peer: IpAddr,
 ) {
-    let peer_s = peer.to_string();
+    let peer_s = IpText::new(peer);
     // X-Forwarded-For: a trusted proxy's chain is extended; an untrusted client's claim is
     // replaced by what we saw on the socket.
     let xff = if ctx.peer_trusted {
         let prior: Vec<&str> = headers
-            .get_all("x-forwarded-for")
+            .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
         if prior.is_empty() {
-            peer_s.clone()
+            peer_s.header_value()
         } else {
-            format!("{}, {}", prior.join(", "), peer_s)
+            HeaderValue::from_str(&format!("{}, {}", prior.join(", "), peer_s.as_str())).ok()
         }
     } else {
-        peer_s.clone()
+        peer_s.header_value()
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    if !ctx.peer_trusted || !headers.contains_key("x-forwarded-proto") {
+    if !ctx.peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(
-            "x-forwarded-proto",
+            X_FORWARDED_PROTO.clone(),
             HeaderValue::from_static(if tls { "https" } else { "http" }),
         );
     }
-    if !ctx.peer_trusted || !headers.contains_key("x-forwarded-host") {
-        match HeaderValue::from_str(host) {
-            Ok(v) => {
-                headers.insert("x-forwarded-host", v);
+    if !ctx.peer_trusted || !headers.contains_key(&X_FORWARDED_HOST) {
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    }
+    let real_ip = if ctx.client_ip == peer {
+        peer_s.header_value()
+    } else {
+        IpText::new(ctx.client_ip).header_value()
+    };
+    if let Some(v) = real_ip {
+        headers.insert(X_REAL_IP.clone(), v);
+    }
+    headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    let tp = traceparent(headers.get(&TRACEPARENT));
+    headers.insert(TRACEPARENT.clone(), tp);
+}
+
+/// An IP address as text on the stack: `IpAddr::to_string` allocates and goes through the
+/// generic formatter, twice per request here.
+struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl IpText {
+    fn new(ip: IpAddr) -> IpText {
+        let mut t = IpText {
+            buf: [0; 48],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, o) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        t.push(b'.');
+                    }
+                    if o >= 100 {
+                        t.push(b'0' + o / 100);
+                    }
+                    if o >= 10 {
+                        t.push(b'0' + (o / 10) % 10);
+                    }
+                    t.push(b'0' + o % 10);
+                }
             }
-            Err(_) => {
-                headers.remove("x-forwarded-host");
+            // An IPv6 address is at most 45 characters: it always fits.
+            IpAddr::V6(v6) => {
+                let _ = write!(t, "{v6}");
             }
         }
+        t
     }
-    if let Ok(v) = HeaderValue::from_str(&ctx.client_ip.to_string()) {
-        headers.insert("x-real-ip", v);
+
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
     }
-    headers.insert("x-request-id", ctx.request_id.clone());
-    let tp = traceparent(headers.get("traceparent"));
-    headers.insert("traceparent", tp);
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+
+    fn header_value(&self) -> Option<HeaderValue> {
+        HeaderValue::from_bytes(&self.buf[..self.len]).ok()
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(std::fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// Continues the caller's trace when it sent a valid `traceparent` (version 00), with a new
@@ -119,6 +192,23 @@ mod tests {
         assert!(s.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert_ne!(&s[36..52], "00f067aa0ba902b7");
         assert!(s.ends_with("-01"));
+    }
+
+    #[test]
+    fn ip_text_matches_display() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.255.9",
+            "192.168.100.1",
+            "::1",
+            "::ffff:1.2.3.4",
+            "2001:db8::8a2e:370:7334",
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+        ] {
+            let ip: IpAddr = ip.parse().expect("ip");
+            assert_eq!(IpText::new(ip).as_str(), ip.to_string());
+        }
     }
 
     #[test]

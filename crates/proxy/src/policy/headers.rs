@@ -54,10 +54,22 @@ pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     })
 }
 
+/// Whether `name` is one of [`HOP_BY_HOP`] / [`HOP_BY_HOP_STR`]. Comparing the few names a
+/// request actually has is far cheaper than removing each listed name by lookup (every
+/// `HeaderMap::remove(&str)` parses and hashes the name; this ran twice per proxied request).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || HOP_BY_HOP_STR.contains(&name.as_str())
+}
+
 /// Removes `Connection`-nominated headers and hop-by-hop headers. `keep_te_trailers` keeps
 /// `te: trailers` (gRPC needs it end to end); `keep_upgrade` keeps `Upgrade` and sets
 /// `Connection: upgrade` again for a WebSocket handshake.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool, keep_upgrade: bool) {
+    // Fast path: nominations live in `Connection`, itself hop-by-hop, so when no hop-by-hop
+    // header is present there is nothing to remove, keep or re-add.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let nominated: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -75,16 +87,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool, keep_up
             .get_all(header::TE)
             .iter()
             .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in nominated {
-        // Nominating an end-to-end framing or the gateway's own headers cannot protect
-        // them: they are removed here and re-added by the gateway afterwards.
-        headers.remove(&name);
-    }
-    for name in HOP_BY_HOP {
+    // Nominating an end-to-end framing or the gateway's own headers cannot protect them:
+    // they are removed here and re-added by the gateway afterwards.
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| is_hop_by_hop(k) || nominated.contains(k))
+        .cloned()
+        .collect();
+    for name in doomed {
         headers.remove(name);
-    }
-    for name in HOP_BY_HOP_STR {
-        headers.remove(*name);
     }
     if te_trailers {
         headers.insert(header::TE, http::HeaderValue::from_static("trailers"));
@@ -101,18 +112,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool, keep_up
 /// Drops identity/override headers and any header whose name has an underscore (nginx's
 /// default; `X_Auth_User` must not reach an upstream that folds `_` into `-`).
 pub fn strip_spoofable(headers: &mut HeaderMap, peer_trusted: bool) {
-    for name in SPOOFABLE {
-        headers.remove(*name);
-    }
-    if !peer_trusted {
-        headers.remove(header::FORWARDED);
-    }
-    let underscored: Vec<HeaderName> = headers
+    // One pass over the names present (usually a handful) instead of one hashed lookup per
+    // listed name (22 of them), which was the largest single cost of a proxied request.
+    let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().contains('_'))
+        .filter(|k| {
+            let n = k.as_str();
+            SPOOFABLE.contains(&n) || (!peer_trusted && *k == header::FORWARDED) || n.contains('_')
+        })
         .cloned()
         .collect();
-    for name in underscored {
+    for name in doomed {
         headers.remove(name);
     }
 }

@@ -99,7 +99,12 @@ async fn accept_loop(
         tokio::spawn(async move {
             shared.open_connections.fetch_add(1, Ordering::Relaxed);
             shared.metrics.connections.inc();
-            serve_stream(&shared, stream, peer, local, name, tls, stop, permit).await;
+            let accepted = Accepted {
+                stream,
+                peer,
+                permit,
+            };
+            serve_stream(&shared, accepted, local, name, tls, stop).await;
             shared.metrics.connections.dec();
             shared.open_connections.fetch_sub(1, Ordering::Relaxed);
         });
@@ -107,16 +112,26 @@ async fn accept_loop(
     tracing::info!(listener = %name, addr = %local, "stopped accepting");
 }
 
-async fn serve_stream(
-    shared: &Arc<Shared>,
+/// A connection taken off the accept queue, with its slot under `max_connections`.
+struct Accepted {
     stream: TcpStream,
     peer: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+async fn serve_stream(
+    shared: &Arc<Shared>,
+    accepted: Accepted,
     local: SocketAddr,
     listener: Arc<str>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     stop: watch::Receiver<Option<Duration>>,
-    permit: tokio::sync::OwnedSemaphorePermit,
 ) {
+    let Accepted {
+        stream,
+        peer,
+        permit,
+    } = accepted;
     let limits = shared.active.load().snapshot.limits.clone();
     let state = Arc::new(ConnState::new());
     let info = Arc::new(ConnInfo {

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Self (exclusive) cost per function from a callgrind dump: `cg_self.py FILE [TOP]`.
+callgrind_annotate 3.19 mis-attributes self cost in `callgrind_control -d` part dumps."""
+import re
+import sys
+from collections import defaultdict
+
+
+def self_costs(path):
+    names = {"fn": {}, "ob": {}}
+    cost = defaultdict(int)
+    total = 0
+    fn = ob = None
+    skip_next = False
+    ref = re.compile(r"^\((\d+)\)(?: (.*))?$")
+
+    def resolve(kind, v):
+        m = ref.match(v)
+        if not m:
+            return v
+        if m.group(2) is not None:
+            names[kind][m.group(1)] = m.group(2)
+            return m.group(2)
+        return names[kind].get(m.group(1), v)
+
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            c = line[0]
+            if c.isdigit() or c in "+-*":
+                if skip_next:  # the inclusive cost of a call, not self cost
+                    skip_next = False
+                    continue
+                parts = line.split()
+                if len(parts) >= 2:
+                    v = int(parts[1])
+                    cost[(fn, ob)] += v
+                    total += v
+                continue
+            key, _, val = line.partition("=")
+            if key == "fn":
+                fn = resolve("fn", val)
+            elif key == "ob":
+                ob = resolve("ob", val)
+            elif key in ("cfn", "cfi", "cfl"):
+                if key == "cfn":
+                    resolve("fn", val)
+            elif key == "cob":
+                resolve("ob", val)
+            elif key == "calls":
+                skip_next = True
+    return total, cost
+
+
+def main():
+    path = sys.argv[1]
+    top = int(sys.argv[2]) if len(sys.argv) > 2 else 60
+    total, cost = self_costs(path)
+    print(f"{total:,} Ir total (self cost per function, top {top})")
+    for (fn, ob), v in sorted(cost.items(), key=lambda kv: -kv[1])[:top]:
+        obn = (ob or "?").rsplit("/", 1)[-1]
+        print(f"{v:>14,} {100 * v / total:5.1f}%  {fn}  [{obn}]")
+
+
+if __name__ == "__main__":
+    main()
+
+
+def callers(path, target):
+    """Inclusive cost of calls to functions whose name contains `target`, by caller."""
+    names = {}
+    ref = re.compile(r"^\((\d+)\)(?: (.*))?$")
+    out = defaultdict(int)
+    fn = cfn = None
+    take = False
+
+    def resolve(v):
+        m = ref.match(v)
+        if not m:
+            return v
+        if m.group(2) is not None:
+            names[m.group(1)] = m.group(2)
+            return m.group(2)
+        return names.get(m.group(1), v)
+
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line.startswith("fn="):
+                fn = resolve(line[3:])
+            elif line.startswith("cfn="):
+                cfn = resolve(line[4:])
+            elif line.startswith("calls="):
+                take = True
+            elif take and line and (line[0].isdigit() or line[0] in "+-*"):
+                take = False
+                if target in (cfn or ""):
+                    out[fn] += int(line.split()[1])
+    return out

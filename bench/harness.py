@@ -1,0 +1,634 @@
+#!/usr/bin/env python3
+"""Gatehouse vs nginx on loopback (issue #6). Started by bench/run.sh; python3 stdlib only.
+
+Every subject is measured the same way, interleaved within each repetition:
+  direct           the fixed upstream (nginx `return 200`, ~100-byte body) hit directly
+  nginx            nginx as a reverse proxy (one worker, upstream keep-alive, no access log)
+  gatehouse        Gatehouse, one worker thread, access log off (metrics are always on)
+  gatehouse-chain  Gatehouse with the realistic chain. JWT and rate limiting are not built
+                   yet, so for now: metrics + JSON access log on (written to /dev/null)
+
+Pinning: the server under test runs on core 1; the load generator (wrk / h2load) and the
+upstream run on core 0, for every subject. Every run is bounded in time, and only the
+processes this script started are stopped, by PID.
+"""
+
+import argparse
+import atexit
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from string import Template
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+TEMPLATES = BENCH / "templates"
+PATH = "/bench/hello"
+
+SERVER_CORE = "1"
+CLIENT_CORE = "0"
+if (os.cpu_count() or 1) < 2:
+    SERVER_CORE = "0"
+
+STARTED = []  # Popen objects this run started; stopped by PID at exit
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- processes
+
+
+def start(cmd, name, stdout=subprocess.DEVNULL, stderr=None, env=None, stdin=None):
+    log(f"start {name}: {' '.join(map(str, cmd))}")
+    p = subprocess.Popen(
+        [str(c) for c in cmd],
+        stdout=stdout,
+        stderr=stderr if stderr is not None else subprocess.DEVNULL,
+        stdin=stdin if stdin is not None else subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    p.bench_name = name
+    STARTED.append(p)
+    return p
+
+
+def stop(p, grace=15):
+    """SIGTERM, then SIGKILL, to this one PID only."""
+    if p.poll() is None:
+        try:
+            os.kill(p.pid, signal.SIGTERM)
+            p.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+    if p in STARTED:
+        STARTED.remove(p)
+
+
+@atexit.register
+def _cleanup():
+    for p in list(STARTED):
+        try:
+            stop(p, grace=5)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.bench_name} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{proc.bench_name}: port {port} not listening after {timeout}s")
+
+
+def wait_http_ok(url, proc, timeout=120):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.bench_name} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except Exception as e:  # noqa: BLE001 - retried until the deadline
+            last = e
+        time.sleep(0.1)
+    raise RuntimeError(f"{proc.bench_name}: {url} not OK after {timeout}s ({last})")
+
+
+def mem_kib(pid):
+    """VmRSS / VmHWM (peak RSS) of one process, KiB."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                out[k] = int(v.split()[0])
+    return out
+
+
+# ---------------------------------------------------------------- load generators
+
+
+def wrk(url, duration, conns, script_parts, env=None, timeout_s="5s"):
+    script = Path(ARGS.tmp) / ("wrk-" + "-".join(p.stem for p in script_parts) + ".lua")
+    if not script.exists():
+        script.write_text("\n".join(p.read_text() for p in script_parts))
+    cmd = [
+        "taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{conns}", f"-d{duration}s",
+        "--timeout", timeout_s, "-s", str(script), url,
+    ]
+    e = dict(os.environ)
+    e.update(env or {})
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, env=e)
+    m = re.search(r"BENCHJSON (\{.*\})", r.stdout)
+    if r.returncode != 0 or not m:
+        raise RuntimeError(f"wrk failed: {r.stdout}\n{r.stderr}")
+    d = json.loads(m.group(1))
+    d["rps"] = d["requests"] / (d["duration_us"] / 1e6)
+    d["errors"] = d["connect"] + d["read"] + d["write"] + d["timeout"] + d["status"]
+    return d
+
+
+def h2load(url, n, conns, timeout=600):
+    """Exactly `n` HTTP/1.1 requests (keep-alive) from core 0; returns wall seconds."""
+    cmd = ["taskset", "-c", CLIENT_CORE, "h2load", "--h1", "-n", str(n), "-c", str(conns),
+           "-t", "1", url]
+    t0 = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    wall = time.time() - t0
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", r.stdout)
+    if r.returncode != 0 or not m or int(m.group(4)) != n:
+        raise RuntimeError(f"h2load failed: {r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    return wall
+
+
+# ---------------------------------------------------------------- subjects
+
+
+def nginx_conf(template, name, **kw):
+    conf = Path(ARGS.tmp) / f"{name}.conf"
+    conf.write_text(Template((TEMPLATES / template).read_text()).substitute(tmp=ARGS.tmp, **kw))
+    return conf
+
+
+def gatehouse_yaml(name, port, admin_port, upstream_port, routes=1, variant="a"):
+    """One listener and upstream; `routes` routes of mixed kinds (exact, prefix, param),
+    the benchmarked one (`/bench/*`) among them."""
+    lines = [
+        "# generated by bench/harness.py",
+        "listeners:",
+        f"  - {{ name: public, addr: 127.0.0.1:{port} }}",
+        f"admin: {{ addr: 127.0.0.1:{admin_port} }}",
+        "limits: { max_connections: 20000, drain_timeout: 1s }",
+        "upstreams:",
+        "  app:",
+        f"    targets: [{{ url: http://127.0.0.1:{upstream_port} }}]",
+        "routes:",
+    ]
+    for i in range(routes - 1):
+        kind = i % 3
+        path = (f"/svc{i}/items", f"/svc{i}/*", f"/svc{i}/items/{{id}}")[kind]
+        lines.append(f"  - {{ name: r{i}, match: {{ path: \"{path}\" }}, upstream: app }}")
+    lines.append("  - { name: bench, match: { path: /bench/* }, upstream: app }")
+    if variant == "b":
+        lines.append("  - { name: reload-marker, match: { path: /reload-marker }, upstream: app }")
+    f = Path(ARGS.tmp) / f"{name}.yaml"
+    f.write_text("\n".join(lines) + "\n")
+    return f
+
+
+class Subject:
+    def __init__(self, name, port, proc, admin_port=None):
+        self.name, self.port, self.proc, self.admin_port = name, port, proc, admin_port
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}{PATH}"
+
+
+def start_upstream(core=CLIENT_CORE, wrap=()):
+    port = free_port()
+    conf = nginx_conf("nginx-upstream.conf", f"upstream-{port}", port=port)
+    p = start(["taskset", "-c", core, *wrap, "nginx", "-p", ARGS.tmp, "-e", f"{ARGS.tmp}/up-{port}.err", "-c", conf],
+              f"upstream:{port}")
+    wait_port(port, p, timeout=300 if wrap else 30)
+    return Subject("direct", port, p)
+
+
+def start_nginx_proxy(upstream_port, wrap=()):
+    port = free_port()
+    conf = nginx_conf("nginx-proxy.conf", f"proxy-{port}", port=port, upstream_port=upstream_port)
+    p = start(["taskset", "-c", SERVER_CORE, *wrap, "nginx", "-p", ARGS.tmp, "-e", f"{ARGS.tmp}/px-{port}.err", "-c", conf],
+              f"nginx-proxy:{port}")
+    wait_port(port, p, timeout=300 if wrap else 30)
+    return Subject("nginx", port, p)
+
+
+def start_gatehouse(name, upstream_port, access_log=False, routes=1, wrap=()):
+    port, admin = free_port(), free_port()
+    cfg = gatehouse_yaml(f"{name}-{port}", port, admin, upstream_port, routes=routes)
+    errlog = open(Path(ARGS.tmp) / f"{name}-{port}.stderr", "w")
+    p = start(["taskset", "-c", SERVER_CORE, *wrap, ARGS.gatehouse, "run", "-c", cfg, "--workers", "1",
+               "--access-log", "stdout" if access_log else "off"],
+              f"{name}:{port}", stderr=errlog, env={**os.environ, "RUST_LOG": "warn"})
+    s = Subject(name, port, p, admin)
+    s.config = cfg
+    wait_http_ok(s.url, p, timeout=600 if wrap else 120)
+    return s
+
+
+def start_subject(kind, upstream_port, wrap=()):
+    if kind == "direct":
+        return start_upstream(core=SERVER_CORE if wrap else CLIENT_CORE, wrap=wrap)
+    if kind == "nginx":
+        return start_nginx_proxy(upstream_port, wrap=wrap)
+    if kind == "gatehouse":
+        return start_gatehouse("gatehouse", upstream_port, wrap=wrap)
+    if kind == "gatehouse-chain":
+        return start_gatehouse("gatehouse-chain", upstream_port, access_log=True, wrap=wrap)
+    raise ValueError(kind)
+
+
+# ---------------------------------------------------------------- sections
+
+
+def section_throughput(upstream, results):
+    """Requests/s (median of interleaved bounded runs), ratio to direct in the same
+    repetition, p50/p99 at a fixed rate below saturation, peak RSS."""
+    subjects = [upstream] + [start_subject(k, upstream.port) for k in ("nginx", "gatehouse", "gatehouse-chain")]
+    report = TEMPLATES / "report.lua"
+    paced = TEMPLATES / "paced.lua"
+    for s in subjects:  # warm-up: pools, caches, allocator arenas
+        wrk(s.url, 2, ARGS.connections, [report])
+    runs = {s.name: [] for s in subjects}
+    for rep in range(ARGS.reps):
+        direct = None
+        for s in subjects:
+            d = wrk(s.url, ARGS.duration, ARGS.connections, [report])
+            if s.name == "direct":
+                direct = d["rps"]
+            d["ratio"] = d["rps"] / direct
+            runs[s.name].append(d)
+            log(f"rep {rep + 1}/{ARGS.reps} {s.name:16} {d['rps']:9.0f} req/s  ratio {d['ratio']:.3f}  errors {d['errors']}")
+    # Fixed rate: connections * 1000 / delay req/s in total, far below every subject's peak.
+    delay_ms = max(1, int(ARGS.lat_conns * 1000 / ARGS.rate))
+    lat = {s.name: [] for s in subjects}
+    for rep in range(ARGS.lat_reps):
+        for s in subjects:
+            d = wrk(s.url, ARGS.lat_duration, ARGS.lat_conns, [paced, report], env={"BENCH_DELAY_MS": str(delay_ms)})
+            lat[s.name].append(d)
+            log(f"latency rep {rep + 1} {s.name:16} {d['rps']:7.0f} req/s  p50 {d['p50_us']}us p99 {d['p99_us']}us")
+    out = {}
+    for s in subjects:
+        r = runs[s.name]
+        out[s.name] = {
+            "rps_median": statistics.median(x["rps"] for x in r),
+            "rps_runs": [round(x["rps"]) for x in r],
+            "ratio_median": statistics.median(x["ratio"] for x in r),
+            "errors": sum(x["errors"] for x in r) + sum(x["errors"] for x in lat[s.name]),
+            "rate": statistics.median(x["rps"] for x in lat[s.name]),
+            "p50_us": statistics.median(x["p50_us"] for x in lat[s.name]),
+            "p99_us": statistics.median(x["p99_us"] for x in lat[s.name]),
+            "peak_rss_kib": mem_kib(s.proc.pid)["VmHWM"],
+        }
+    results["throughput"] = out
+    results["throughput_params"] = {
+        "reps": ARGS.reps, "duration_s": ARGS.duration, "connections": ARGS.connections,
+        "lat_rate": ARGS.rate, "lat_conns": ARGS.lat_conns, "lat_duration_s": ARGS.lat_duration,
+    }
+    for s in subjects[1:]:
+        stop(s.proc)
+
+
+def callgrind_total(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith("totals:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no totals in {path}")
+
+
+def section_instructions(upstream, results):
+    """User-space instructions per request. `perf stat -e instructions:u,instructions:k`
+    when the machine has a PMU; otherwise callgrind (user space only): zero the counters
+    after a warm-up, send exactly N requests, dump; zero again, stay idle for as long, dump;
+    (requests - idle) / N."""
+    out = {}
+    mode = ARGS.counter
+    for kind in ARGS.instr_subjects:
+        cg_dir = Path(ARGS.out) / "callgrind"
+        cg_dir.mkdir(parents=True, exist_ok=True)
+        if mode == "perf":
+            s = start_subject(kind, upstream.port)
+            h2load(s.url, ARGS.instr_warmup, 4)
+            pf = Path(ARGS.tmp) / f"perf-{kind}.txt"
+            perf = start(["perf", "stat", "-x,", "-o", pf, "-e", "instructions:u,instructions:k", "-p", s.proc.pid],
+                         f"perf:{kind}")
+            time.sleep(0.5)
+            h2load(s.url, ARGS.instr_requests, 8)
+            os.kill(perf.pid, signal.SIGINT)
+            perf.wait(timeout=30)
+            STARTED.remove(perf)
+            vals = {}
+            for line in pf.read_text().splitlines():
+                parts = line.split(",")
+                if len(parts) > 2 and parts[2].startswith("instructions"):
+                    vals[parts[2]] = int(parts[0])
+            out[kind] = {
+                "user": vals.get("instructions:u", 0) / ARGS.instr_requests,
+                "kernel": vals.get("instructions:k", 0) / ARGS.instr_requests,
+                "counter": "perf",
+            }
+            stop(s.proc)
+            continue
+        out_file = cg_dir / f"{kind}.%p"
+        wrap = ("valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={out_file}")
+        s = start_subject(kind, upstream.port, wrap=wrap)
+        pid = s.proc.pid
+        h2load(s.url, ARGS.instr_warmup, 4, timeout=900)
+
+        def control(flag):
+            subprocess.run(["callgrind_control", flag, str(pid)], check=True, capture_output=True, timeout=120)
+
+        control("-z")
+        wall = h2load(s.url, ARGS.instr_requests, 8, timeout=1800)
+        control("-d")
+        busy = cg_dir / f"{kind}.{pid}.1"
+        control("-z")
+        idle_s = min(wall, 30.0)
+        time.sleep(idle_s)
+        control("-d")
+        idle = cg_dir / f"{kind}.{pid}.2"
+        busy_ir, idle_ir = callgrind_total(busy), callgrind_total(idle)
+        per_req = (busy_ir - idle_ir * wall / idle_s) / ARGS.instr_requests
+        log(f"instructions {kind:16} {per_req:10.0f} user instr/request (busy {busy_ir} idle {idle_ir} over {wall:.1f}s)")
+        top = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=99", str(busy)],
+                             capture_output=True, text=True, timeout=300).stdout
+        (Path(ARGS.out) / f"profile-{kind}.txt").write_text(top)
+        top_incl = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=99", str(busy)],
+                                  capture_output=True, text=True, timeout=300).stdout
+        (Path(ARGS.out) / f"profile-{kind}-inclusive.txt").write_text(top_incl)
+        out[kind] = {"user": per_req, "kernel": None, "counter": "callgrind",
+                     "busy_ir": busy_ir, "idle_ir": idle_ir, "wall_s": wall}
+        stop(s.proc, grace=60)
+    results["instructions"] = out
+    results["instructions_params"] = {"requests": ARGS.instr_requests, "warmup": ARGS.instr_warmup, "counter": mode}
+
+
+def section_routes(upstream, results):
+    """Throughput with 1, 100 and 10,000 routes (must stay flat)."""
+    report = TEMPLATES / "report.lua"
+    subjects = {}
+    for n in ARGS.route_counts:
+        subjects[n] = start_gatehouse(f"gatehouse-{n}routes", upstream.port, routes=n)
+        wrk(subjects[n].url, 2, ARGS.connections, [report])
+    runs = {n: [] for n in subjects}
+    for rep in range(ARGS.reps):
+        for n, s in subjects.items():
+            d = wrk(s.url, ARGS.duration, ARGS.connections, [report])
+            runs[n].append(d["rps"])
+            log(f"routes rep {rep + 1} {n:6} routes {d['rps']:9.0f} req/s")
+    base = statistics.median(runs[ARGS.route_counts[0]])
+    out = {}
+    for n, s in subjects.items():
+        med = statistics.median(runs[n])
+        out[str(n)] = {"rps_median": med, "rps_runs": [round(x) for x in runs[n]],
+                       "vs_first": med / base, "rss_kib": mem_kib(s.proc.pid)["VmRSS"]}
+        stop(s.proc)
+    results["routes"] = out
+
+
+def section_idle(upstream, results):
+    """RSS per idle keep-alive connection (each has served one request), vs nginx."""
+    out = {}
+    for kind in ("nginx", "gatehouse"):
+        s = start_subject(kind, upstream.port)
+        h2load(s.url, 2000, 16)
+        time.sleep(0.5)
+        before = mem_kib(s.proc.pid)["VmRSS"]
+        holder = start([sys.executable, BENCH / "idle_conns.py", "--port", s.port, "--count", ARGS.idle_conns,
+                        "--hold", "120"], f"idle-holder:{kind}", stdout=subprocess.PIPE, stdin=subprocess.PIPE)
+        line = holder.stdout.readline().decode().split()
+        if not line or line[0] != "READY":
+            raise RuntimeError(f"idle holder failed: {line}")
+        opened, failed = int(line[1]), int(line[2])
+        time.sleep(2)
+        after = mem_kib(s.proc.pid)
+        per = (after["VmRSS"] - before) / max(opened, 1)
+        log(f"idle {kind:10} {opened} open ({failed} failed): RSS {before} -> {after['VmRSS']} KiB, {per:.2f} KiB/conn")
+        out[kind] = {"opened": opened, "failed": failed, "rss_before_kib": before,
+                     "rss_after_kib": after["VmRSS"], "kib_per_conn": per}
+        holder.stdin.close()
+        stop(holder)
+        stop(s.proc)
+    results["idle"] = out
+
+
+def section_reload(upstream, results):
+    """Startup and reload time of a 10,000-route file, and the memory it takes."""
+    n = ARGS.reload_routes
+    t0 = time.time()
+    s = start_gatehouse(f"gatehouse-reload-{n}", upstream.port, routes=n)
+    startup = time.time() - t0
+    rss0 = mem_kib(s.proc.pid)
+    times = []
+    for i in range(ARGS.reload_reps):
+        variant = "b" if i % 2 == 0 else "a"
+        tmp = Path(str(s.config) + ".new")
+        gatehouse_yaml("reload-tmp", s.port, s.admin_port, upstream.port, routes=n, variant=variant).rename(tmp)
+        os.replace(tmp, s.config)
+        req = urllib.request.Request(f"http://127.0.0.1:{s.admin_port}/reload", method="POST")
+        t1 = time.time()
+        with urllib.request.urlopen(req, timeout=120) as r:
+            body = r.read()
+            if r.status != 200:
+                raise RuntimeError(f"reload failed: {r.status} {body[:200]}")
+        dt = time.time() - t1
+        times.append(dt)
+        log(f"reload {i + 1}: {dt * 1000:.0f} ms")
+        # The file watcher sees the same change and re-reads it (a no-op: same version);
+        # let it finish before the next measurement.
+        time.sleep(max(1.0, 3 * dt))
+        wait_http_ok(s.url, s.proc)
+    rss1 = mem_kib(s.proc.pid)
+    results["reload"] = {"routes": n, "startup_s": startup, "reload_s_median": statistics.median(times),
+                         "reload_s_runs": times, "rss_after_start_kib": rss0["VmRSS"],
+                         "rss_after_reloads_kib": rss1["VmRSS"], "peak_rss_kib": rss1["VmHWM"]}
+    stop(s.proc)
+
+
+# ---------------------------------------------------------------- summary
+
+
+def fmt_int(x):
+    return "n/a" if x is None else f"{x:,.0f}"
+
+
+def mib(kib):
+    return f"{kib / 1024:.1f}"
+
+
+LABELS = {
+    "direct": "upstream direct (nginx `return 200`)",
+    "nginx": "nginx reverse proxy (1 worker, keep-alive)",
+    "gatehouse": "Gatehouse, 1 worker (access log off, metrics on)",
+    "gatehouse-chain": "Gatehouse chain: metrics + access log on (JWT, rate limit not built yet)",
+}
+
+
+def summary(results):
+    L = []
+    L.append(f"# Gatehouse benchmark: {results['label']}\n")
+    L.append(f"{results['started']} · {results['machine']} · mode `{results['mode']}` · "
+             f"gatehouse `{results['gatehouse_commit']}`\n")
+    L.append(f"Pinned: server under test on core {SERVER_CORE}; wrk/h2load and the upstream on core {CLIENT_CORE}. "
+             "Loopback, HTTP/1.1 keep-alive.\n")
+    tp = results.get("throughput", {})
+    ins = results.get("instructions", {})
+    if tp or ins:
+        p = results.get("throughput_params", {})
+        ip = results.get("instructions_params", {})
+        L.append("## Per subject\n")
+        L.append(f"req/s: median of {p.get('reps')} interleaved runs of {p.get('duration_s')} s, wrk 1 thread, "
+                 f"{p.get('connections')} connections. Ratio: to the direct upstream in the same repetition (median). "
+                 f"Latency: wrk paced at ~{p.get('lat_rate')} req/s ({p.get('lat_conns')} connections), median of "
+                 f"{p.get('lat_duration_s')} s runs. Instructions: {ip.get('counter', 'n/a')}, "
+                 f"{ip.get('requests')} requests after {ip.get('warmup')} warm-up, idle baseline subtracted; "
+                 + ("**user space only** (no PMU in this VM, so no kernel count).\n" if ip.get("counter") == "callgrind" else "\n"))
+        L.append("| subject | req/s | ratio to direct | p50 µs | p99 µs | rate req/s | instr/req user | instr/req kernel | peak RSS MiB | errors |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for k in ("direct", "nginx", "gatehouse", "gatehouse-chain"):
+            t = tp.get(k)
+            i = ins.get(k, {})
+            if not t and not i:
+                continue
+            t = t or {}
+            L.append(f"| {LABELS[k]} | {fmt_int(t.get('rps_median'))} | "
+                     f"{t['ratio_median']:.3f} | " if t else f"| {LABELS[k]} | n/a | n/a | ")
+            if t:
+                L[-1] += (f"{t['p50_us']:.0f} | {t['p99_us']:.0f} | {t['rate']:.0f} | ")
+            else:
+                L[-1] += "n/a | n/a | n/a | "
+            L[-1] += (f"{fmt_int(i.get('user'))} | {fmt_int(i.get('kernel'))} | "
+                      f"{mib(t['peak_rss_kib']) if t else 'n/a'} | {t.get('errors', 'n/a')} |")
+        L.append("")
+    if "routes" in results:
+        L.append("## Route scale (Gatehouse, access log off)\n")
+        L.append("| routes | req/s (median) | vs 1 route | RSS MiB |")
+        L.append("|---:|---:|---:|---:|")
+        for n, r in results["routes"].items():
+            L.append(f"| {int(n):,} | {fmt_int(r['rps_median'])} | {r['vs_first'] * 100:.1f}% | {mib(r['rss_kib'])} |")
+        L.append("")
+    if "idle" in results:
+        L.append("## Idle keep-alive connections (each served one request, then idle)\n")
+        L.append("| server | connections | RSS before MiB | RSS after MiB | KiB per connection | vs nginx |")
+        L.append("|---|---:|---:|---:|---:|---:|")
+        ng = results["idle"].get("nginx", {}).get("kib_per_conn")
+        for k, r in results["idle"].items():
+            rel = f"{r['kib_per_conn'] / ng:.2f}x" if ng else "n/a"
+            L.append(f"| {k} | {r['opened']:,} | {mib(r['rss_before_kib'])} | {mib(r['rss_after_kib'])} | "
+                     f"{r['kib_per_conn']:.2f} | {rel} |")
+        L.append("")
+    if "reload" in results:
+        r = results["reload"]
+        L.append(f"## {r['routes']:,}-route file\n")
+        L.append("| startup to first 200 s | reload (POST /reload) ms, median | RSS after start MiB | RSS after reloads MiB | peak RSS MiB |")
+        L.append("|---:|---:|---:|---:|---:|")
+        L.append(f"| {r['startup_s']:.2f} | {r['reload_s_median'] * 1000:.0f} | {mib(r['rss_after_start_kib'])} | "
+                 f"{mib(r['rss_after_reloads_kib'])} | {mib(r['peak_rss_kib'])} |")
+        L.append("")
+    return "\n".join(L)
+
+
+# ---------------------------------------------------------------- main
+
+
+def has_pmu():
+    if not shutil.which("perf"):
+        return False
+    r = subprocess.run(["perf", "stat", "-x,", "-e", "instructions:u", "true"], capture_output=True, text=True)
+    return r.returncode == 0 and "<not supported>" not in r.stderr and "<not counted>" not in r.stderr
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short runs (minutes, not tens of minutes)")
+    ap.add_argument("--gatehouse", default=str(ROOT / "target/release/gatehouse"))
+    ap.add_argument("--out", default=str(BENCH / "out"))
+    ap.add_argument("--label", default="run")
+    ap.add_argument("--sections", default="throughput,instructions,routes,idle,reload")
+    ap.add_argument("--instr-subjects", default="direct,nginx,gatehouse,gatehouse-chain")
+    ap.add_argument("--counter", choices=["auto", "perf", "callgrind"], default="auto")
+    ap.add_argument("--reps", type=int)
+    ap.add_argument("--duration", type=int)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--rate", type=int, default=1000, help="fixed request rate for latency")
+    ap.add_argument("--lat-conns", type=int, default=10)
+    ap.add_argument("--lat-duration", type=int)
+    ap.add_argument("--lat-reps", type=int)
+    ap.add_argument("--instr-requests", type=int)
+    ap.add_argument("--instr-warmup", type=int)
+    ap.add_argument("--idle-conns", type=int, default=10000)
+    ap.add_argument("--reload-routes", type=int, default=10000)
+    ap.add_argument("--reload-reps", type=int, default=3)
+    ap.add_argument("--route-counts", default="1,100,10000")
+    ARGS = ap.parse_args()
+    q = ARGS.quick
+    ARGS.reps = ARGS.reps or (3 if q else 5)
+    ARGS.duration = ARGS.duration or (4 if q else 10)
+    ARGS.lat_duration = ARGS.lat_duration or (4 if q else 10)
+    ARGS.lat_reps = ARGS.lat_reps or (1 if q else 3)
+    ARGS.instr_requests = ARGS.instr_requests or (3000 if q else 20000)
+    ARGS.instr_warmup = ARGS.instr_warmup or (300 if q else 1000)
+    ARGS.route_counts = [int(x) for x in ARGS.route_counts.split(",")]
+    ARGS.instr_subjects = ARGS.instr_subjects.split(",")
+    sections = ARGS.sections.split(",")
+    if ARGS.counter == "auto":
+        ARGS.counter = "perf" if has_pmu() else "callgrind"
+    ARGS.tmp = tempfile.mkdtemp(prefix="gatehouse-bench-")
+    Path(ARGS.out).mkdir(parents=True, exist_ok=True)
+    commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
+                            text=True).stdout.strip()
+    cpu = "?"
+    try:
+        cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text()).group(1)
+    except Exception:  # noqa: BLE001 - informational only
+        pass
+    nginx_v = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    results = {
+        "label": ARGS.label,
+        "mode": "quick" if q else "full",
+        "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} cores ({cpu}), Linux {platform.release()}, {nginx_v}",
+        "gatehouse_commit": commit,
+    }
+    json_path = Path(ARGS.out) / f"results-{ARGS.label}.json"
+    upstream = start_upstream()
+    try:
+        for sec in sections:
+            log(f"== {sec}")
+            globals()[f"section_{sec}"](upstream, results)
+            json_path.write_text(json.dumps(results, indent=2))
+    finally:
+        stop(upstream.proc)
+        shutil.rmtree(ARGS.tmp, ignore_errors=True)
+    md = summary(results)
+    (Path(ARGS.out) / "summary.md").write_text(md)
+    (Path(ARGS.out) / f"summary-{ARGS.label}.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
