@@ -12,6 +12,8 @@ use gatehouse_core::Snapshot;
 use gatehouse_telemetry::{AccessLog, Metrics};
 use tokio::sync::{watch, Semaphore};
 
+use crate::ratelimit::redis::RedisStore;
+use crate::ratelimit::{RateLimiters, RouteLimits};
 use crate::server::{self, ListenerHandle};
 use crate::upstream::{ClientCache, HttpClient};
 
@@ -19,12 +21,17 @@ use crate::upstream::{ClientCache, HttpClient};
 pub struct Active {
     pub snapshot: Arc<Snapshot>,
     pub clients: Vec<HttpClient>,
+    /// Rate-limit state per route index, resolved against `Shared::ratelimiters`.
+    pub limits: Vec<Option<Arc<RouteLimits>>>,
+    pub redis: Option<Arc<RedisStore>>,
 }
 
 pub struct Shared {
     pub active: ArcSwap<Active>,
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLog>,
+    /// Limiter state that survives reloads.
+    pub ratelimiters: RateLimiters,
     pub(crate) clients: ClientCache,
     pub(crate) conn_limit: Arc<Semaphore>,
     conn_limit_size: AtomicUsize,
@@ -40,7 +47,13 @@ impl Shared {
             .iter()
             .map(|u| self.clients.for_upstream(u))
             .collect();
-        Active { snapshot, clients }
+        let resolved = self.ratelimiters.resolve(&snapshot);
+        Active {
+            snapshot,
+            clients,
+            limits: resolved.routes,
+            redis: resolved.redis,
+        }
     }
 
     fn resize_conn_limit(&self, size: usize) {
@@ -83,7 +96,10 @@ impl Gateway {
             active: ArcSwap::from_pointee(Active {
                 snapshot: snapshot.clone(),
                 clients: Vec::new(),
+                limits: Vec::new(),
+                redis: None,
             }),
+            ratelimiters: RateLimiters::new(opts.metrics.clone()),
             metrics: opts.metrics,
             access_log: opts.access_log,
             clients: ClientCache::default(),
