@@ -191,13 +191,22 @@ async fn shared(
             reset: Duration::from_micros(debt_us),
             retry_after: Duration::ZERO,
         }),
+        Local::Denied {
+            retry_after,
+            debt_us,
+        } => Ok(Decision {
+            allowed: false,
+            remaining: 0,
+            reset: Duration::from_micros(debt_us),
+            retry_after,
+        }),
         Local::Reserve { want, giveback } => {
             let rk = redis_key(&l.key_prefix, &key);
             let (granted, debt_us) = store
                 .take(&rk, l.t_us, l.cap_us, want, giveback, redis.timeout)
                 .await?;
             let d = gcra.decision(granted > 0, debt_us.saturating_mul(1000));
-            leases.granted(hash, granted, d.remaining, debt_us);
+            leases.granted(hash, granted, d.remaining, debt_us, d.retry_after);
             Ok(d)
         }
     }

@@ -32,6 +32,9 @@ struct Lease {
     /// Requests the limit would still admit, as Redis last reported (for the headers).
     remaining: u64,
     debt_us: u64,
+    /// Redis said no: deny locally until then (when its GCRA has room again) instead of
+    /// asking for every request of a hot limited key.
+    denied_until: Instant,
 }
 
 type Table = HashMap<u64, Lease, BuildHasherDefault<PassThrough>>;
@@ -49,6 +52,8 @@ pub enum Local {
     Admitted { remaining: u64, debt_us: u64 },
     /// Ask Redis for `want` tokens, giving `giveback` back.
     Reserve { want: u64, giveback: u64 },
+    /// Limited without asking Redis: it refused a moment ago and has no room before then.
+    Denied { retry_after: Duration, debt_us: u64 },
 }
 
 impl Leases {
@@ -83,6 +88,11 @@ impl Leases {
                     debt_us: l.debt_us,
                 }
             }
+            // A share granted concurrently is spent before trusting the refusal.
+            Some(l) if l.denied_until > now => Local::Denied {
+                retry_after: l.denied_until - now,
+                debt_us: l.debt_us,
+            },
             Some(l) => {
                 let exhausted_early = l.expires > now;
                 let want = if exhausted_early {
@@ -105,8 +115,16 @@ impl Leases {
     }
 
     /// Records a reservation: `granted` tokens, one of which is spent on the current request
-    /// when `granted > 0`.
-    pub fn granted(&self, hash: u64, granted: u64, remaining: u64, debt_us: u64) {
+    /// when `granted > 0`; none means limited for `retry_after` (capped at the sync period,
+    /// so a give-back by another node is noticed soon).
+    pub fn granted(
+        &self,
+        hash: u64,
+        granted: u64,
+        remaining: u64,
+        debt_us: u64,
+        retry_after: Duration,
+    ) {
         let now = Instant::now();
         let mut shard = self.shard(hash);
         if shard.len() >= MAX_LEASES_PER_SHARD && !shard.contains_key(&hash) {
@@ -123,7 +141,11 @@ impl Leases {
             want: 1,
             remaining: 0,
             debt_us: 0,
+            denied_until: now,
         });
+        if granted == 0 {
+            l.denied_until = now + retry_after.min(self.sync);
+        }
         let spare = granted.saturating_sub(1);
         if l.expires > now {
             // A concurrent reservation already refreshed the share: add to it.
@@ -152,7 +174,7 @@ mod tests {
                 giveback: 0
             }
         );
-        l.granted(7, 1, 5, 0);
+        l.granted(7, 1, 5, 0, Duration::ZERO);
         // The share of 1 was spent: ask for twice as much.
         assert_eq!(
             l.admit(7),
@@ -161,7 +183,7 @@ mod tests {
                 giveback: 0
             }
         );
-        l.granted(7, 2, 5, 0);
+        l.granted(7, 2, 5, 0, Duration::ZERO);
         assert!(matches!(l.admit(7), Local::Admitted { .. }));
         assert_eq!(
             l.admit(7),
@@ -170,7 +192,7 @@ mod tests {
                 giveback: 0
             }
         );
-        l.granted(7, 4, 5, 0);
+        l.granted(7, 4, 5, 0, Duration::ZERO);
         assert!(matches!(l.admit(7), Local::Admitted { .. }));
         // Expired with 2 unused: they go back, and the next share matches the use.
         tokio::time::advance(Duration::from_millis(100)).await;
@@ -183,12 +205,17 @@ mod tests {
         );
         // Never more than max_want.
         for _ in 0..10 {
-            l.granted(7, 0, 0, 0);
+            l.granted(7, 1, 0, 0, Duration::ZERO);
             let _ = l.admit(7);
         }
         match l.admit(7) {
             Local::Reserve { want, .. } => assert!(want <= 8),
             other => panic!("{other:?}"),
         }
+        // Refused by Redis: limited locally until it has room (at most one sync period).
+        l.granted(7, 0, 0, 0, Duration::from_millis(30));
+        assert!(matches!(l.admit(7), Local::Denied { .. }));
+        tokio::time::advance(Duration::from_millis(30)).await;
+        assert!(matches!(l.admit(7), Local::Reserve { .. }));
     }
 }
