@@ -149,8 +149,9 @@ async fn main() -> anyhow::Result<()> {
     for (name, extra) in [("shared", ""), ("shared, sync 100ms", ", sync: 100ms")] {
         let _ = redis.command(&["FLUSHALL"]).await;
         let _ = redis.command(&["CONFIG", "RESETSTAT"]).await;
-        let keys =
-            format!("    rate_limit: [{{ requests: 1000, per: 1s, key: route, scope: shared{extra} }}]\n");
+        let keys = format!(
+            "    rate_limit: [{{ requests: 1000, per: 1s, key: route, scope: shared{extra} }}]\n"
+        );
         let mut gws = Vec::new();
         for _ in 0..3 {
             gws.push(TestGateway::start(&config(&up.url(), &redis.url(), &keys)).await?);
@@ -162,7 +163,10 @@ async fn main() -> anyhow::Result<()> {
             for _ in 0..4 {
                 let url = gw.url("/x");
                 tasks.spawn(async move {
-                    let c = reqwest::Client::builder().no_proxy().build().expect("client");
+                    let c = reqwest::Client::builder()
+                        .no_proxy()
+                        .build()
+                        .expect("client");
                     let mut ok = 0u64;
                     while start.elapsed() < dur {
                         if let Ok(r) = c.get(&url).send().await {
@@ -186,7 +190,11 @@ async fn main() -> anyhow::Result<()> {
         let calls: u64 = info
             .lines()
             .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-            .filter_map(|l| l.split(['=', ',']).nth(1).and_then(|v| v.parse::<u64>().ok()))
+            .filter_map(|l| {
+                l.split(['=', ','])
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
             .sum();
         println!(
             "| {name} | {admitted} | {bound} | {} | {calls} |",

@@ -135,7 +135,11 @@ async fn grpc_request_over_the_limit_gets_resource_exhausted() {
     };
     assert_eq!(send().await.expect("first").status(), 200);
     let r = send().await.expect("second");
-    assert_eq!(r.status(), 200, "gRPC errors are Trailers-Only with HTTP 200");
+    assert_eq!(
+        r.status(),
+        200,
+        "gRPC errors are Trailers-Only with HTTP 200"
+    );
     assert_eq!(r.headers()["grpc-status"], "8");
     assert!(r.headers().contains_key("ratelimit"));
 }
@@ -220,7 +224,10 @@ async fn shared_limit_has_no_double_burst_at_window_edges() {
             .iter()
             .take_while(|u| **u - *t < Duration::from_millis(300))
             .count();
-        assert!(within <= 2, "{within} admitted within 300 ms of {t:?}: {admitted:?}");
+        assert!(
+            within <= 2,
+            "{within} admitted within 300 ms of {t:?}: {admitted:?}"
+        );
     }
     assert!(total >= 5, "only {total} admitted in 2.6 s: {admitted:?}");
 }
@@ -272,8 +279,11 @@ async fn three_gateways(redis: &RedisServer, limit: &str) -> (EchoUpstream, Vec<
 async fn three_gateways_sharing_one_limit_admit_no_more_than_the_limit() {
     let redis = redis().await;
     // 30 per minute: T = 2 s, so refills during the test are at most a few.
-    let (_up, gws) =
-        three_gateways(&redis, "{ requests: 30, per: 1m, key: route, scope: shared }").await;
+    let (_up, gws) = three_gateways(
+        &redis,
+        "{ requests: 30, per: 1m, key: route, scope: shared }",
+    )
+    .await;
     let (admitted, elapsed) = hammer(&gws, 40).await;
     eprintln!("shared: {admitted} of 120 admitted in {elapsed:?} (limit 30 per 1m)");
     let refills = (elapsed.as_millis() / 2000) as usize + 1;
@@ -564,7 +574,9 @@ async fn shared_scope_without_redis_is_rejected() {
     .err()
     .expect("invalid");
     assert!(
-        errors.to_string().contains("needs a top-level `redis` section"),
+        errors
+            .to_string()
+            .contains("needs a top-level `redis` section"),
         "{errors}"
     );
 }
