@@ -109,6 +109,36 @@ pub fn run(config: &Path, method: &str, url: &str, headers: &[String]) -> ExitCo
                     .collect::<Vec<_>>()
                     .join(", "),
             };
+            let mut limits: Vec<String> = r
+                .rate_limits
+                .iter()
+                .map(|l| {
+                    let key = match &l.key {
+                        gatehouse_core::snapshot::LimitKey::Ip => "ip".to_string(),
+                        gatehouse_core::snapshot::LimitKey::Route => "route".to_string(),
+                        gatehouse_core::snapshot::LimitKey::Header(h) => format!("header:{h}"),
+                    };
+                    let scope = match (l.scope, l.sync) {
+                        (gatehouse_core::snapshot::LimitScope::Local, _) => "local".to_string(),
+                        (_, None) => "shared".to_string(),
+                        (_, Some(s)) => format!("shared, sync {}ms", s.as_millis()),
+                    };
+                    format!(
+                        "{} per {}ms by {key} (burst {}, {scope})",
+                        l.requests,
+                        l.per.as_millis(),
+                        l.burst
+                    )
+                })
+                .collect();
+            if let Some(c) = r.concurrency {
+                limits.push(format!("{c} in flight"));
+            }
+            let limits = if limits.is_empty() {
+                "not configured".to_string()
+            } else {
+                limits.join("; ")
+            };
             println!("policy chain:");
             let steps: Vec<(&str, String)> = vec![
                 ("normalize", "decode unreserved, remove dot segments, merge slashes".into()),
@@ -117,7 +147,7 @@ pub fn run(config: &Path, method: &str, url: &str, headers: &[String]) -> ExitCo
                 ("ip allow/deny", "not configured".into()),
                 ("authenticate", "public route".into()),
                 ("authorize", "not configured".into()),
-                ("rate limit / concurrency", "not configured".into()),
+                ("rate limit / concurrency", limits),
                 (
                     "request transform",
                     format!(

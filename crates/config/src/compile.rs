@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 
 use gatehouse_core::router::{PathPattern as RouterPattern, RouteSpec, Router};
 use gatehouse_core::snapshot::{
-    AdminSpec, HeaderOps, Limits, ListenerSpec, Rewrite, Route, RouteTarget, Template, TlsCert,
-    TlsSpec,
+    AdminSpec, HeaderOps, LimitKey, LimitScope, Limits, ListenerSpec, OnError, RateLimitSpec,
+    RedisSpec, Rewrite, Route, RouteTarget, Template, TlsCert, TlsSpec,
 };
 use gatehouse_core::upstream::{Balance, Target, Upstream, UpstreamTimeouts};
 use gatehouse_core::Snapshot;
@@ -289,6 +289,7 @@ pub fn compile(loaded: &Loaded, text: &str, base_dir: &Path) -> Result<Snapshot,
             &format!("{base}.headers.response"),
             &mut err,
         );
+        let (rate_limits, rate_limit_policy) = rate_limits(r, &base, &mut err);
         routes.push(Route {
             name: r.name.clone(),
             match_desc: desc,
@@ -299,6 +300,9 @@ pub fn compile(loaded: &Loaded, text: &str, base_dir: &Path) -> Result<Snapshot,
             timeout: r.timeout.map(|d| d.0),
             max_body: r.max_body.map(|s| s.0).unwrap_or(limits.max_body),
             websocket: r.websocket,
+            rate_limits,
+            rate_limit_policy,
+            concurrency: r.concurrency,
         });
     }
 
@@ -347,7 +351,76 @@ pub fn compile(loaded: &Loaded, text: &str, base_dir: &Path) -> Result<Snapshot,
         upstreams,
         routes,
         router,
+        redis: cfg.redis.as_ref().map(|r| RedisSpec {
+            url: r.url.clone(),
+            timeout: r.timeout.0,
+            on_error: match r.on_error {
+                model::OnError::Allow => OnError::Allow,
+                model::OnError::Deny => OnError::Deny,
+            },
+        }),
     })
+}
+
+/// Compiles a route's limits (local ones first: they cost no I/O, and a request they deny
+/// never reaches Redis) and its `RateLimit-Policy` header value.
+fn rate_limits(
+    r: &model::Route,
+    base: &str,
+    err: &mut impl FnMut(String, String),
+) -> (Vec<RateLimitSpec>, Option<http::HeaderValue>) {
+    let names = crate::validate::limit_names(r);
+    let mut out = Vec::new();
+    for (j, (l, name)) in r.rate_limit.iter().zip(names).enumerate() {
+        let key = match crate::validate::parse_limit_key(&l.key) {
+            Ok(crate::validate::LimitKey::Ip) => LimitKey::Ip,
+            Ok(crate::validate::LimitKey::Route) => LimitKey::Route,
+            Ok(crate::validate::LimitKey::Header(h)) => {
+                match HeaderName::from_bytes(h.as_bytes()) {
+                    Ok(h) => LimitKey::Header(h),
+                    Err(_) => {
+                        err(
+                            format!("{base}.rate_limit[{j}].key"),
+                            "invalid header".into(),
+                        );
+                        continue;
+                    }
+                }
+            }
+            Ok(crate::validate::LimitKey::Consumer) | Err(_) => {
+                err(
+                    format!("{base}.rate_limit[{j}].key"),
+                    "unsupported rate-limit key".into(),
+                );
+                continue;
+            }
+        };
+        out.push(RateLimitSpec {
+            name,
+            requests: l.requests,
+            per: l.per.0,
+            burst: l.burst.unwrap_or(l.requests),
+            key,
+            scope: match l.scope {
+                model::Scope::Local => LimitScope::Local,
+                model::Scope::Shared => LimitScope::Shared,
+            },
+            sync: l.sync.map(|d| d.0),
+        });
+    }
+    // Header order follows the config; evaluation order puts local limits first.
+    let policy = if out.is_empty() {
+        None
+    } else {
+        let text = out
+            .iter()
+            .map(|l| format!("\"{}\";q={};w={}", l.name, l.requests, l.window_secs()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        http::HeaderValue::from_str(&text).ok()
+    };
+    out.sort_by_key(|l| l.scope == LimitScope::Shared);
+    (out, policy)
 }
 
 fn header_ops(

@@ -31,7 +31,8 @@ pub use compile::{compile, compile_str};
 pub use env::interpolate;
 pub use model::{
     Admin, Backend, Balance, CertificateFiles, Config, HeaderOps, HeaderRules, Limits, Listener,
-    ListenerTls, Rewrite, Route, RouteMatch, Target, Upstream, UpstreamTimeouts,
+    ListenerTls, OnError, RateLimit, Redis, Rewrite, Route, RouteMatch, Scope, Target, Upstream,
+    UpstreamTimeouts,
 };
 use source_map::PosTarget;
 pub use source_map::{push_index, push_key, Location, SourceMap};
@@ -327,6 +328,11 @@ impl Config {
     pub fn redacted(&self) -> Value {
         let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
         redact(&mut value, false);
+        if let Some(url) = value.pointer_mut("/redis/url") {
+            if let Some(s) = url.as_str() {
+                *url = Value::String(validate::redact_url_password(s));
+            }
+        }
         value
     }
 }

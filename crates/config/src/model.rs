@@ -29,6 +29,9 @@ pub struct Config {
     /// Peers whose `X-Forwarded-For` is believed (CIDR or single address).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<Cidr>,
+    /// Redis shared by every node: enables `scope: shared` rate limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<Redis>,
     /// Named groups of backend targets.
     #[serde(default)]
     pub upstreams: BTreeMap<String, Upstream>,
@@ -244,6 +247,74 @@ pub struct Route {
     /// Allow WebSocket upgrades on this route.
     #[serde(default)]
     pub websocket: bool,
+    /// Rate limits; a request must pass every one of them (429 otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limit: Vec<RateLimit>,
+    /// Maximum requests in flight on this route (this node); more get 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+}
+
+/// The Redis server shared by all gateway nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Redis {
+    /// `redis://[:password@]host:port[/db]` (a password is redacted on the admin API).
+    pub url: String,
+    /// Longest wait for one rate-limit decision; after it the request is handled per
+    /// `on_error`.
+    #[serde(default = "default_redis_timeout")]
+    pub timeout: Duration,
+    /// What happens to requests while Redis is down, hung or slow: `allow` (a per-node local
+    /// limiter takes over) or `deny` (503).
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(50)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// One limit: `requests` per `per`, counted per key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests admitted per `per` (the sustained rate).
+    pub requests: u64,
+    /// The window: `1s`, `1m`, `1d`...
+    pub per: Duration,
+    /// What is counted: `ip` (the trusted client IP), `route`, `header:NAME` or `consumer`.
+    pub key: String,
+    /// `local` (in this node's memory) or `shared` (in Redis, across all nodes).
+    #[serde(default)]
+    pub scope: Scope,
+    /// Requests that may arrive at once (default: `requests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+    /// Shared scope only: reserve from Redis in batches and admit locally, reconciling at
+    /// most this often (for very hot keys; bounded over-admission, see docs/ratelimit.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<Duration>,
+    /// Policy name in the `RateLimit-Policy` / `RateLimit` headers (default: `default` for a
+    /// route's only limit, else `KEY-PER`, e.g. `ip-1m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    #[default]
+    Local,
+    Shared,
 }
 
 /// Request conditions; all given conditions must hold.

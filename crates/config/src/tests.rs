@@ -248,9 +248,9 @@ fn unknown_field_at_depth_has_path_and_line() {
 
 #[test]
 fn unknown_top_level_section() {
-    let text = format!("{MINIMAL}redis:\n  url: redis://x\n");
+    let text = format!("{MINIMAL}consumers:\n  - name: acme\n");
     let e = &load_err(&text)[0];
-    assert_eq!(e.path, "redis");
+    assert_eq!(e.path, "consumers");
     assert_eq!(line(e), 12);
 }
 
@@ -1120,4 +1120,175 @@ routes:
          routes[0].upstream (line 10, column 15): upstream `nope` is not defined (defined: users)\n\
          routes[0].rewrite.path (line 11, column 22): rewrite path `/v2/{user}` uses `{user}`, which the route's path does not capture (available: id)"
     );
+}
+
+const RATE_LIMITED: &str = "\
+listeners:
+  - name: public
+    addr: 0.0.0.0:8080
+redis:
+  url: redis://:hunter2@10.0.0.5:6379/2
+  timeout: 20ms
+  on_error: deny
+upstreams:
+  users:
+    targets:
+      - url: http://10.0.0.11:9000
+routes:
+  - name: users
+    match: { path: /api/* }
+    upstream: users
+    rate_limit:
+      - { requests: 100, per: 1m, key: ip }
+      - { requests: 10000, per: 1d, key: \"header:X-Api-Key\", scope: shared, burst: 50 }
+      - { requests: 1000, per: 1s, key: route, scope: shared, sync: 100ms, name: hot }
+    concurrency: 200
+";
+
+#[test]
+fn rate_limits_parse_and_compile() {
+    let config = load_ok(RATE_LIMITED);
+    let redis = config.redis.as_ref().expect("redis");
+    assert_eq!(redis.timeout, Duration::from_millis(20));
+    assert_eq!(redis.on_error, OnError::Deny);
+    let r = &config.routes[0];
+    assert_eq!(r.rate_limit.len(), 3);
+    assert_eq!(r.rate_limit[0].scope, Scope::Local);
+    assert_eq!(r.concurrency, Some(200));
+    let snap = compile_str(RATE_LIMITED, std::path::Path::new("."), &no_env).expect("compiles");
+    let route = &snap.routes[0];
+    // Local limits are evaluated first.
+    assert_eq!(
+        route.rate_limits[0].scope,
+        gatehouse_core::snapshot::LimitScope::Local
+    );
+    assert_eq!(route.rate_limits[1].burst, 50);
+    assert_eq!(
+        route.rate_limit_policy.as_ref().expect("policy header"),
+        "\"ip-1m\";q=100;w=60, \"header:X-Api-Key-1d\";q=10000;w=86400, \"hot\";q=1000;w=1"
+    );
+    assert_eq!(route.concurrency, Some(200));
+    assert_eq!(
+        snap.redis.as_ref().expect("redis").on_error,
+        gatehouse_core::snapshot::OnError::Deny
+    );
+    // A single limit is called "default"; redis defaults are 50ms and allow.
+    let one = MINIMAL.replace(
+        "    upstream: users\n",
+        "    upstream: users\n    rate_limit: [{ requests: 5, per: 1s, key: ip }]\n",
+    );
+    let snap = compile_str(&one, std::path::Path::new("."), &no_env).expect("compiles");
+    assert_eq!(
+        snap.routes[0].rate_limit_policy.as_ref().expect("policy"),
+        "\"default\";q=5;w=1"
+    );
+    let with_redis = format!("{MINIMAL}redis: {{ url: redis://127.0.0.1:6379 }}\n");
+    let c = load_ok(&with_redis);
+    let r = c.redis.expect("redis");
+    assert_eq!(r.timeout, Duration::from_millis(50));
+    assert_eq!(r.on_error, OnError::Allow);
+}
+
+#[test]
+fn redis_password_is_redacted() {
+    let v = load_ok(RATE_LIMITED).redacted();
+    assert_eq!(v["redis"]["url"], "redis://:<redacted>@10.0.0.5:6379/2");
+    assert!(!v.to_string().contains("hunter2"));
+    assert_eq!(
+        validate::redact_url_password("redis://u:p@h:1"),
+        "redis://u:<redacted>@h:1"
+    );
+    assert_eq!(
+        validate::redact_url_password("redis://h:1/0"),
+        "redis://h:1/0"
+    );
+}
+
+#[test]
+fn rate_limit_errors_have_paths_and_lines() {
+    let text = "\
+listeners:
+  - name: public
+    addr: 0.0.0.0:8080
+upstreams:
+  users:
+    targets:
+      - url: http://10.0.0.11:9000
+routes:
+  - name: users
+    match: { path: /api/* }
+    upstream: users
+    rate_limit:
+      - requests: 0
+        per: 1s
+        key: ip
+      - { requests: 10, per: 0s, key: consumer, scope: shared }
+      - { requests: 10, per: 1s, key: cookie, sync: 1s, burst: 0 }
+      - { requests: 10000000, per: 1s, key: \"header:bad header\" }
+      - { requests: 10, per: 1s, key: ip, scope: shared, sync: 2s, name: \"a b\" }
+    concurrency: 0
+";
+    let errors = load_err(text);
+    assert_eq!(line(find(&errors, "routes[0].rate_limit[0].requests")), 13);
+    assert_eq!(line(find(&errors, "routes[0].rate_limit[1].per")), 16);
+    let consumer = find(&errors, "routes[0].rate_limit[1].key");
+    assert!(
+        consumer
+            .message
+            .contains("requires authentication (not built yet)"),
+        "{consumer}"
+    );
+    assert!(find(&errors, "routes[0].rate_limit[1].scope")
+        .message
+        .contains("needs a top-level `redis` section"));
+    assert!(find(&errors, "routes[0].rate_limit[2].key")
+        .message
+        .contains("header:NAME"));
+    assert!(find(&errors, "routes[0].rate_limit[2].sync")
+        .message
+        .contains("scope: shared"));
+    find(&errors, "routes[0].rate_limit[2].burst");
+    assert!(find(&errors, "routes[0].rate_limit[3].per")
+        .message
+        .contains("microsecond"));
+    find(&errors, "routes[0].rate_limit[3].key");
+    assert!(find(&errors, "routes[0].rate_limit[4].sync")
+        .message
+        .contains("at most `per`"));
+    find(&errors, "routes[0].rate_limit[4].name");
+    assert_eq!(line(find(&errors, "routes[0].concurrency")), 20);
+    // Unknown fields inside a limit are errors too.
+    let typo = MINIMAL.replace(
+        "    upstream: users\n",
+        "    upstream: users\n    rate_limit:\n      - { requests: 5, per: 1s, key: ip, scpoe: shared }\n",
+    );
+    let errors = load_err(&typo);
+    assert!(errors[0].message.contains("unknown field"), "{}", errors[0]);
+    assert_eq!(errors[0].path, "routes[0].rate_limit[0].scpoe");
+}
+
+#[test]
+fn redis_section_rules() {
+    for (url, msg) in [
+        ("http://x:1", "must start with `redis://`"),
+        ("rediss://x:1", "not supported yet"),
+        ("redis://:pw@", "no valid host"),
+        ("redis://h:0", "invalid port"),
+        ("redis://h:1/x", "database number"),
+    ] {
+        let text = format!("{MINIMAL}redis: {{ url: \"{url}\", timeout: 0ms }}\n");
+        let errors = load_err(&text);
+        let e = find(&errors, "redis.url");
+        assert!(e.message.contains(msg), "{url}: {e}");
+        assert!(!e.message.contains("pw"), "{e}");
+        find(&errors, "redis.timeout");
+    }
+    let dup = MINIMAL.replace(
+        "    upstream: users\n",
+        "    upstream: users\n    rate_limit:\n      - { requests: 5, per: 1s, key: ip }\n      - { requests: 50, per: 1s, key: ip }\n",
+    );
+    let errors = load_err(&dup);
+    assert!(find(&errors, "routes[0].rate_limit[1]")
+        .message
+        .contains("already used"));
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use http::{HeaderName, HeaderValue, Method};
 use regex::RegexBuilder;
 
-use crate::model::{Config, HeaderOps, Route, Upstream};
+use crate::model::{Config, HeaderOps, Route, Scope, Upstream};
 use crate::source_map::{push_index, push_key};
 use crate::units::{Duration, Size};
 use crate::ConfigError;
@@ -348,8 +348,217 @@ pub fn validate(config: &Config) -> Vec<ConfigError> {
     for (name, upstream) in &config.upstreams {
         self::upstream(&mut cx, &push_key("upstreams", name), name, upstream);
     }
+    redis(&mut cx, config);
     routes(&mut cx, config);
     cx.errors
+}
+
+/// What a rate limit counts, parsed from its `key` string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    Consumer,
+    Ip,
+    Route,
+    /// A lowercase header name.
+    Header(String),
+}
+
+/// Parses a rate-limit `key`: `consumer`, `ip`, `route` or `header:NAME`.
+pub fn parse_limit_key(key: &str) -> Result<LimitKey, String> {
+    match key {
+        "consumer" => Ok(LimitKey::Consumer),
+        "ip" => Ok(LimitKey::Ip),
+        "route" => Ok(LimitKey::Route),
+        _ => match key.strip_prefix("header:") {
+            Some(name) if !name.is_empty() => check_header_name(name).map(LimitKey::Header),
+            _ => Err(format!(
+                "invalid rate-limit key `{}`: use `ip`, `route`, `header:NAME` or `consumer`",
+                key.escape_debug()
+            )),
+        },
+    }
+}
+
+/// Largest `requests` and `burst`; the rate itself is capped by [`MIN_EMISSION_INTERVAL_US`].
+pub const MAX_LIMIT_REQUESTS: u64 = 1_000_000_000;
+/// Longest `per` (a yearly quota).
+pub const MAX_LIMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+/// Redis time has microsecond resolution: one request may cost no less than 1 µs.
+pub const MIN_EMISSION_INTERVAL_US: u128 = 1;
+
+/// The policy names of a route's limits, as the `RateLimit-Policy` header shows them.
+pub fn limit_names(route: &Route) -> Vec<String> {
+    let single = route.rate_limit.len() == 1;
+    route
+        .rate_limit
+        .iter()
+        .map(|l| match &l.name {
+            Some(n) => n.clone(),
+            None if single => "default".to_owned(),
+            None => format!("{}-{}", l.key, l.per),
+        })
+        .collect()
+}
+
+fn is_policy_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':'))
+}
+
+/// Checks `redis.url`: `redis://[[user]:password@]host[:port][/db]`.
+pub fn check_redis_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("redis://") else {
+        if url.starts_with("rediss://") {
+            return Err(format!(
+                "`{}`: TLS to Redis (`rediss://`) is not supported yet; use `redis://`",
+                redact_url_password(url)
+            ));
+        }
+        return Err(format!(
+            "redis URL `{}` must start with `redis://`",
+            redact_url_password(url)
+        ));
+    };
+    let (authority, db) = rest.split_once('/').unwrap_or((rest, ""));
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, Some(p)),
+        _ => (hostport, None),
+    };
+    if host.is_empty() || host.contains(['/', '?', '#', ' ']) {
+        return Err(format!(
+            "redis URL `{}` has no valid host",
+            redact_url_password(url)
+        ));
+    }
+    if let Some(p) = port {
+        if p.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!(
+                "redis URL `{}` has an invalid port",
+                redact_url_password(url)
+            ));
+        }
+    }
+    if !db.is_empty() && db.parse::<u16>().is_err() {
+        return Err(format!(
+            "redis URL `{}`: the path must be a database number",
+            redact_url_password(url)
+        ));
+    }
+    Ok(())
+}
+
+/// `redis://user:secret@host` -> `redis://user:<redacted>@host`.
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:{}@{host}{path}", crate::REDACTED),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+fn redis(cx: &mut Ctx, config: &Config) {
+    let Some(r) = &config.redis else {
+        return;
+    };
+    if let Err(e) = check_redis_url(&r.url) {
+        cx.err("redis.url", e);
+    }
+    cx.positive_duration("redis.timeout", r.timeout);
+}
+
+fn route_limits(cx: &mut Ctx, path: &str, route: &Route, config: &Config) {
+    let names = limit_names(route);
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let lpath = push_key(path, "rate_limit");
+    for (j, l) in route.rate_limit.iter().enumerate() {
+        let p = push_index(&lpath, j);
+        if l.requests == 0 || l.requests > MAX_LIMIT_REQUESTS {
+            cx.err(
+                &push_key(&p, "requests"),
+                format!("must be between 1 and {MAX_LIMIT_REQUESTS}"),
+            );
+        }
+        if l.per.is_zero() || l.per.0 > MAX_LIMIT_WINDOW {
+            cx.err(
+                &push_key(&p, "per"),
+                "must be greater than 0 and at most 366d",
+            );
+        } else if l.requests > 0
+            && l.per.0.as_micros() / u128::from(l.requests) < MIN_EMISSION_INTERVAL_US
+        {
+            cx.err(
+                &push_key(&p, "per"),
+                format!(
+                    "{} requests per {} is more than one per microsecond",
+                    l.requests, l.per
+                ),
+            );
+        }
+        if let Some(b) = l.burst {
+            if b == 0 || b > MAX_LIMIT_REQUESTS {
+                cx.err(
+                    &push_key(&p, "burst"),
+                    format!("must be between 1 and {MAX_LIMIT_REQUESTS}"),
+                );
+            }
+        }
+        match parse_limit_key(&l.key) {
+            Err(e) => cx.err(&push_key(&p, "key"), e),
+            Ok(LimitKey::Consumer) => cx.err(
+                &push_key(&p, "key"),
+                "key `consumer` requires authentication (not built yet): use `ip`, `route` or `header:NAME`",
+            ),
+            Ok(_) => {}
+        }
+        if l.scope == Scope::Shared && config.redis.is_none() {
+            cx.err(
+                &push_key(&p, "scope"),
+                "`scope: shared` needs a top-level `redis` section",
+            );
+        }
+        if let Some(sync) = l.sync {
+            let sp = push_key(&p, "sync");
+            if l.scope != Scope::Shared {
+                cx.err(&sp, "`sync` applies to `scope: shared` limits only");
+            } else if sync.is_zero() || sync > l.per {
+                cx.err(
+                    &sp,
+                    format!("must be greater than 0 and at most `per` ({})", l.per),
+                );
+            }
+        }
+        let name = names.get(j).map_or("", String::as_str);
+        if !is_policy_name(name) {
+            cx.err(
+                &push_key(&p, "name"),
+                format!(
+                    "invalid policy name `{}`: use [A-Za-z0-9_.:-]{{1,64}}",
+                    name.escape_debug()
+                ),
+            );
+        } else if let Some(first) = seen.insert(name, j) {
+            cx.err(
+                &p,
+                format!(
+                    "policy name `{name}` is already used by rate_limit[{first}]; set a distinct `name`"
+                ),
+            );
+        }
+    }
+    if route.concurrency == Some(0) {
+        cx.err(&push_key(path, "concurrency"), "must be greater than 0");
+    }
 }
 
 fn listeners(cx: &mut Ctx, config: &Config) {
@@ -543,6 +752,7 @@ fn routes(cx: &mut Ctx, config: &Config) {
         if let Some(s) = route.max_body {
             cx.positive_size(&push_key(&path, "max_body"), s);
         }
+        route_limits(cx, &path, route, config);
     }
 }
 

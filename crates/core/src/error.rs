@@ -26,7 +26,14 @@ pub enum GatewayError {
     RequestTimeout,
     Unauthorized,
     Forbidden,
-    RateLimited,
+    /// Over a rate or concurrency limit; `retry_after` is whole seconds (rounded up, at
+    /// least 1) for the `Retry-After` header.
+    RateLimited {
+        retry_after: u64,
+    },
+    /// A dependency of the gateway itself (the rate-limit store with `on_error: deny`) is
+    /// unavailable.
+    Unavailable,
     UpstreamUnavailable,
     BadGateway,
     UpstreamTimeout,
@@ -45,8 +52,8 @@ impl GatewayError {
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::UpstreamUnavailable | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -65,7 +72,8 @@ impl GatewayError {
             Self::RequestTimeout => "request_timeout",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
-            Self::RateLimited => "rate_limited",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Unavailable => "unavailable",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::BadGateway => "bad_gateway",
             Self::UpstreamTimeout => "upstream_timeout",
@@ -84,7 +92,8 @@ impl GatewayError {
             Self::RequestTimeout => "request was not received in time",
             Self::Unauthorized => "missing or invalid credentials",
             Self::Forbidden => "not allowed",
-            Self::RateLimited => "too many requests",
+            Self::RateLimited { .. } => "too many requests",
+            Self::Unavailable => "the service is temporarily unavailable",
             Self::UpstreamUnavailable => "no upstream is available",
             Self::BadGateway => "the upstream failed to answer correctly",
             Self::UpstreamTimeout => "the upstream did not answer in time",
@@ -97,12 +106,12 @@ impl GatewayError {
         match self {
             Self::BadRequest(_) => 13, // INTERNAL: the request could not be framed
             Self::NoRoute | Self::MethodNotAllowed(_) => 12, // UNIMPLEMENTED
-            Self::PayloadTooLarge | Self::RateLimited => 8, // RESOURCE_EXHAUSTED
+            Self::PayloadTooLarge | Self::RateLimited { .. } => 8, // RESOURCE_EXHAUSTED
             Self::UriTooLong | Self::HeaderFieldsTooLarge => 8,
             Self::RequestTimeout | Self::UpstreamTimeout => 4, // DEADLINE_EXCEEDED
             Self::Unauthorized => 16,                          // UNAUTHENTICATED
             Self::Forbidden => 7,                              // PERMISSION_DENIED
-            Self::UpstreamUnavailable | Self::BadGateway => 14, // UNAVAILABLE
+            Self::UpstreamUnavailable | Self::BadGateway | Self::Unavailable => 14, // UNAVAILABLE
             Self::Internal => 13,
         }
     }
@@ -118,9 +127,9 @@ impl GatewayError {
             | Self::RequestTimeout
             | Self::Unauthorized
             | Self::Forbidden
-            | Self::RateLimited => Cause::Client,
+            | Self::RateLimited { .. } => Cause::Client,
             Self::UpstreamUnavailable | Self::BadGateway | Self::UpstreamTimeout => Cause::Upstream,
-            Self::Internal => Cause::Gateway,
+            Self::Internal | Self::Unavailable => Cause::Gateway,
         }
     }
 
@@ -154,6 +163,10 @@ impl GatewayError {
             );
             if let Self::MethodNotAllowed(allow) = self {
                 r.headers_mut().insert(header::ALLOW, allow.clone());
+            }
+            if let Self::RateLimited { retry_after } = self {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             if matches!(self, Self::Unauthorized) {
                 r.headers_mut().insert(
@@ -219,6 +232,21 @@ mod tests {
             "14"
         );
         assert_eq!(GatewayError::Unauthorized.grpc_status(), 16);
-        assert_eq!(GatewayError::RateLimited.grpc_status(), 8);
+        assert_eq!(
+            GatewayError::RateLimited { retry_after: 1 }.grpc_status(),
+            8
+        );
+        let r = GatewayError::RateLimited { retry_after: 7 }.to_response("x", true);
+        assert_eq!(r.headers()["grpc-status"], "8");
+        assert_eq!(GatewayError::Unavailable.grpc_status(), 14);
+    }
+
+    #[test]
+    fn rate_limited_carries_retry_after() {
+        let r = GatewayError::RateLimited { retry_after: 3 }.to_response("abc", false);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+        let v: serde_json::Value = serde_json::from_slice(r.body()).expect("json");
+        assert_eq!(v["error"], "rate_limited");
     }
 }

@@ -24,6 +24,8 @@ pub struct Snapshot {
     pub upstreams: Vec<Arc<Upstream>>,
     pub routes: Vec<Route>,
     pub router: Router,
+    /// The shared store for `scope: shared` limits, if configured.
+    pub redis: Option<RedisSpec>,
 }
 
 impl Snapshot {
@@ -154,6 +156,70 @@ pub struct Route {
     pub timeout: Option<Duration>,
     pub max_body: u64,
     pub websocket: bool,
+    /// Every limit a request must pass, local ones first (cheap) then shared ones.
+    pub rate_limits: Vec<RateLimitSpec>,
+    /// `RateLimit-Policy` header for this route's responses, built once at compile time.
+    pub rate_limit_policy: Option<HeaderValue>,
+    pub concurrency: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisSpec {
+    pub url: String,
+    pub timeout: Duration,
+    pub on_error: OnError,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    Allow,
+    Deny,
+}
+
+/// A compiled limit. Limiter *state* lives outside the snapshot (proxy `RateLimiters`),
+/// keyed by route name and [`RateLimitSpec::state_key`], so a reload that leaves a limit
+/// unchanged keeps its counters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RateLimitSpec {
+    /// Policy name in the RateLimit headers.
+    pub name: String,
+    pub requests: u64,
+    pub per: Duration,
+    /// Requests that may arrive at once.
+    pub burst: u64,
+    pub key: LimitKey,
+    pub scope: LimitScope,
+    /// Shared scope with local reservations reconciled at most this often.
+    pub sync: Option<Duration>,
+}
+
+impl RateLimitSpec {
+    /// Time one request costs (GCRA emission interval), in nanoseconds; at least 1.
+    pub fn emission_interval_ns(&self) -> u64 {
+        let ns = self.per.as_nanos() / u128::from(self.requests.max(1));
+        u64::try_from(ns).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// `w` in the RateLimit headers: the window in whole seconds (at least 1).
+    pub fn window_secs(&self) -> u64 {
+        self.per.as_millis().div_ceil(1000).max(1) as u64
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum LimitKey {
+    /// The trusted client IP (never a spoofable header).
+    Ip,
+    /// One counter for the whole route.
+    Route,
+    /// The first value of this request header; requests without it are counted by IP.
+    Header(HeaderName),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LimitScope {
+    Local,
+    Shared,
 }
 
 pub enum RouteTarget {

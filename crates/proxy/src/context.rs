@@ -32,6 +32,10 @@ pub struct Ctx {
     /// bytes arrive; F3).
     pub body_idle: Option<std::time::Duration>,
     pub error: Option<&'static str>,
+    /// `RateLimit` response header from the rate-limit phase.
+    pub ratelimit: Option<HeaderValue>,
+    /// The route's concurrency slot, held until the response is complete.
+    pub in_flight: Option<crate::policy::concurrency::InFlight>,
 }
 
 impl Ctx {
@@ -80,6 +84,8 @@ impl Ctx {
             close: false,
             body_idle: None,
             error: None,
+            ratelimit: None,
+            in_flight: None,
         }
     }
 

@@ -13,6 +13,8 @@ use gatehouse_telemetry::metrics::{RouteMetrics, UpstreamMetrics};
 use gatehouse_telemetry::{AccessLog, Metrics};
 use tokio::sync::{watch, Semaphore};
 
+use crate::ratelimit::redis::RedisStore;
+use crate::ratelimit::{RateLimiters, RouteLimits};
 use crate::server::{self, ListenerHandle};
 use crate::upstream::{ClientCache, HttpClient};
 
@@ -25,10 +27,18 @@ pub struct Active {
     /// Requests that matched no route (`route=""`).
     pub no_route_metrics: RouteMetrics,
     pub upstream_metrics: Vec<UpstreamMetrics>,
+    /// Rate-limit state per route index, resolved against `Shared::ratelimiters`.
+    pub limits: Vec<Option<Arc<RouteLimits>>>,
+    pub redis: Option<Arc<RedisStore>>,
 }
 
 impl Active {
-    fn new(snapshot: Arc<Snapshot>, clients: Vec<HttpClient>) -> Active {
+    fn new(
+        snapshot: Arc<Snapshot>,
+        clients: Vec<HttpClient>,
+        limits: Vec<Option<Arc<RouteLimits>>>,
+        redis: Option<Arc<RedisStore>>,
+    ) -> Active {
         Active {
             route_metrics: snapshot
                 .routes
@@ -43,6 +53,8 @@ impl Active {
                 .collect(),
             snapshot,
             clients,
+            limits,
+            redis,
         }
     }
 }
@@ -51,6 +63,8 @@ pub struct Shared {
     pub active: ArcSwap<Active>,
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLog>,
+    /// Limiter state that survives reloads.
+    pub ratelimiters: RateLimiters,
     pub(crate) clients: ClientCache,
     pub(crate) conn_limit: Arc<Semaphore>,
     conn_limit_size: AtomicUsize,
@@ -66,7 +80,8 @@ impl Shared {
             .iter()
             .map(|u| self.clients.for_upstream(u))
             .collect();
-        Active::new(snapshot, clients)
+        let resolved = self.ratelimiters.resolve(&snapshot);
+        Active::new(snapshot, clients, resolved.routes, resolved.redis)
     }
 
     fn resize_conn_limit(&self, size: usize) {
@@ -106,7 +121,13 @@ impl Gateway {
         let max_conns = snapshot.limits.max_connections;
         let (hard_stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
-            active: ArcSwap::from_pointee(Active::new(snapshot.clone(), Vec::new())),
+            active: ArcSwap::from_pointee(Active::new(
+                snapshot.clone(),
+                Vec::new(),
+                Vec::new(),
+                None,
+            )),
+            ratelimiters: RateLimiters::new(opts.metrics.clone()),
             metrics: opts.metrics,
             access_log: opts.access_log,
             clients: ClientCache::default(),

@@ -6,6 +6,7 @@ pub mod gateway;
 pub mod normalize;
 pub mod pipeline;
 pub mod policy;
+pub mod ratelimit;
 pub mod route;
 pub mod runtime;
 pub mod server;

@@ -24,7 +24,7 @@ use gatehouse_telemetry::AccessRecord;
 use crate::body::{self, Body, LimitedBody, OnComplete, ResponseBody, ResponseInner};
 use crate::context::Ctx;
 use crate::gateway::{Active, Shared};
-use crate::policy::{body_limit, forwarded, headers as header_policy, rewrite};
+use crate::policy::{body_limit, forwarded, headers as header_policy, ratelimit, rewrite};
 use crate::server::conn::ConnInfo;
 use crate::{normalize, route, upgrade, upstream};
 
@@ -86,8 +86,20 @@ async fn run(
         panic!("test hook: panic inside the pipeline");
     }
 
-    // CORS preflight, IP allow/deny, authenticate, authorize, rate limit / concurrency:
-    // see their issues; each is one file under policy/ called here, in this order.
+    // CORS preflight, IP allow/deny, authenticate, authorize: see their issues; each is one
+    // file under policy/ called here, in this order.
+
+    // rate limit / concurrency
+    if let Some(limits) = active.limits.get(route_idx).and_then(Option::as_ref) {
+        ratelimit::check(
+            limits,
+            active.redis.as_deref(),
+            snap.redis.as_ref(),
+            ctx,
+            &parts.headers,
+        )
+        .await?;
+    }
 
     // request transform
     let websocket = route.websocket && header_policy::is_upgrade_request(&parts.headers);
@@ -273,6 +285,15 @@ fn finish(
     parts
         .headers
         .insert(forwarded::X_REQUEST_ID.clone(), ctx.request_id.clone());
+    let mut ctx = ctx;
+    if let Some(route) = ctx.route.and_then(|i| active.snapshot.routes.get(i)) {
+        if let Some(policy) = &route.rate_limit_policy {
+            parts.headers.insert("ratelimit-policy", policy.clone());
+            if let Some(v) = ctx.ratelimit.take() {
+                parts.headers.insert("ratelimit", v);
+            }
+        }
+    }
     if ctx.close && parts.version != Version::HTTP_2 {
         parts
             .headers

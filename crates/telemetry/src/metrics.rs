@@ -33,6 +33,19 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub route: String,
+    /// allowed | limited | error_allowed | error_denied
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedisErrorLabels {
+    /// timeout | error | breaker_open
+    pub kind: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -42,6 +55,11 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub connections: Gauge,
     pub reloads: Family<ResultLabels, Counter>,
+    pub ratelimit_decisions: Family<DecisionLabels, Counter>,
+    pub redis_duration: Histogram,
+    pub redis_errors: Family<RedisErrorLabels, Counter>,
+    /// 0 closed, 1 open, 2 half-open.
+    pub redis_breaker_state: Gauge,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -111,8 +129,36 @@ impl Metrics {
         for result in ["success", "failure"] {
             let _ = reloads.get_or_create(&ResultLabels { result });
         }
+        let ratelimit_decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "ratelimit_decisions",
+            "Rate-limit decisions, by route and outcome (allowed | limited | error_allowed | error_denied)",
+            ratelimit_decisions.clone(),
+        );
+        let redis_duration = Histogram::new(latency_buckets());
+        registry.register(
+            "redis_duration_seconds",
+            "Time of one rate-limit call to Redis (successful calls)",
+            redis_duration.clone(),
+        );
+        let redis_errors = Family::<RedisErrorLabels, Counter>::default();
+        registry.register(
+            "redis_errors",
+            "Rate-limit calls to Redis that failed, by kind (timeout | error | breaker_open)",
+            redis_errors.clone(),
+        );
+        let redis_breaker_state = Gauge::default();
+        registry.register(
+            "redis_breaker_state",
+            "Circuit breaker around Redis: 0 closed, 1 open, 2 half-open",
+            redis_breaker_state.clone(),
+        );
         Metrics {
             registry,
+            ratelimit_decisions,
+            redis_duration,
+            redis_errors,
+            redis_breaker_state,
             requests,
             request_duration,
             upstream_duration,

@@ -47,6 +47,8 @@ impl RedisServer {
             .args(["--bind", "127.0.0.1", "--port"])
             .arg(self.port.to_string())
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            // F9 uses `DEBUG SLEEP` to make Redis slow; Redis 7 refuses DEBUG unless enabled.
+            .args(["--enable-debug-command", "local"])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")

@@ -13,6 +13,7 @@ mod h2;
 mod headers;
 mod limits;
 mod paths;
+mod ratelimit;
 mod reload;
 mod routing;
 mod smuggling;

@@ -1,0 +1,271 @@
+//! The rate-limit / concurrency phase: runs after authorize, before the request transform.
+//!
+//! Local limits are decided in memory; shared ones by one Redis script call each (or from
+//! the node's reserved share in `sync` mode). Limits run in order (local first) and stop at
+//! the first that denies, so a request denied by one limit does not spend the others. Every
+//! response of a limited route carries `RateLimit-Policy` and `RateLimit`
+//! (draft-ietf-httpapi-ratelimit-headers, structured fields); a denied one is a 429 with
+//! `Retry-After`, or a 503 when Redis is unavailable and `on_error: deny`.
+
+use std::fmt::Write as _;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::{header, HeaderMap, HeaderValue};
+use sha2::{Digest, Sha256};
+
+use gatehouse_core::snapshot::{LimitKey, LimitScope, OnError, RedisSpec};
+use gatehouse_core::GatewayError;
+
+use crate::context::Ctx;
+use crate::ratelimit::local::Decision;
+use crate::ratelimit::redis::{RedisStore, StoreError};
+use crate::ratelimit::sync::Local;
+use crate::ratelimit::{LimitState, RouteLimits};
+
+/// What one request is counted under. Hashed for local limiters (no allocation); rendered
+/// into a Redis key for shared ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyRef<'a> {
+    Ip(IpAddr),
+    Route,
+    Header(&'a [u8]),
+}
+
+/// The key of `limit` for this request. A `header:NAME` limit counts requests without the
+/// header by client IP (a distinct key space, so a header value equal to an IP is not the IP).
+pub fn key_ref<'a>(key: &LimitKey, client_ip: IpAddr, headers: &'a HeaderMap) -> KeyRef<'a> {
+    match key {
+        LimitKey::Ip => KeyRef::Ip(client_ip),
+        LimitKey::Route => KeyRef::Route,
+        LimitKey::Header(name) => match headers.get(name) {
+            Some(v) => KeyRef::Header(v.as_bytes()),
+            None => KeyRef::Ip(client_ip),
+        },
+    }
+}
+
+/// Longest header value used verbatim in a Redis key; longer ones are hashed.
+const MAX_VERBATIM: usize = 128;
+
+/// `PREFIX` + key + `}`. Header values that could break the `{...}` hash tag or bloat Redis
+/// are replaced by a SHA-256 prefix (the same on every node).
+pub fn redis_key(prefix: &str, key: &KeyRef<'_>) -> String {
+    let mut k = String::with_capacity(prefix.len() + 48);
+    k.push_str(prefix);
+    match key {
+        KeyRef::Ip(ip) => {
+            let _ = write!(k, "ip:{ip}");
+        }
+        KeyRef::Route => k.push_str("route"),
+        KeyRef::Header(v) => {
+            let verbatim = v.len() <= MAX_VERBATIM
+                && v.iter()
+                    .all(|b| b.is_ascii_graphic() && !matches!(b, b'{' | b'}' | b'%'));
+            if verbatim {
+                k.push_str("h:");
+                k.extend(v.iter().map(|b| char::from(*b)));
+            } else {
+                k.push_str("hs:");
+                for b in &Sha256::digest(v)[..16] {
+                    let _ = write!(k, "{b:02x}");
+                }
+            }
+        }
+    }
+    k.push('}');
+    k
+}
+
+/// Whole seconds for `Retry-After` / `t=`: rounded up, so a client that waits that long is
+/// admitted.
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_nanos().div_ceil(1_000_000_000) as u64
+}
+
+enum Outcome {
+    Decided(Decision),
+    /// Redis failed and `on_error: deny`.
+    Unavailable,
+}
+
+/// Runs the phase. On success the `RateLimit` header value is left in `ctx` for the
+/// response; on denial the error to answer with.
+pub async fn check(
+    rl: &RouteLimits,
+    store: Option<&RedisStore>,
+    redis: Option<&RedisSpec>,
+    ctx: &mut Ctx,
+    headers: &HeaderMap,
+) -> Result<(), GatewayError> {
+    if let Some(c) = &rl.concurrency {
+        match c.try_acquire() {
+            Some(slot) => ctx.in_flight = Some(slot),
+            None => {
+                rl.outcomes.limited.inc();
+                ctx.close |= has_body(headers);
+                return Err(GatewayError::RateLimited { retry_after: 1 });
+            }
+        }
+    }
+    if rl.limits.is_empty() {
+        return Ok(());
+    }
+    let mut header = String::with_capacity(32 * rl.limits.len());
+    let mut errored = false;
+    for l in &rl.limits {
+        let key = key_ref(&l.spec.key, ctx.client_ip, headers);
+        let outcome = match l.spec.scope {
+            LimitScope::Local => Outcome::Decided(l.local.check(key)),
+            LimitScope::Shared => match shared(l, key, store, redis).await {
+                Ok(d) => Outcome::Decided(d),
+                Err(_) => {
+                    errored = true;
+                    match redis.map_or(OnError::Allow, |r| r.on_error) {
+                        OnError::Allow => Outcome::Decided(l.local.check(key)),
+                        OnError::Deny => Outcome::Unavailable,
+                    }
+                }
+            },
+        };
+        let d = match outcome {
+            Outcome::Decided(d) => d,
+            Outcome::Unavailable => {
+                rl.outcomes.error_denied.inc();
+                ctx.close |= has_body(headers);
+                return Err(GatewayError::Unavailable);
+            }
+        };
+        if !header.is_empty() {
+            header.push_str(", ");
+        }
+        let _ = write!(
+            header,
+            "\"{}\";r={};t={}",
+            l.spec.name,
+            d.remaining,
+            ceil_secs(d.reset)
+        );
+        if !d.allowed {
+            rl.outcomes.limited.inc();
+            ctx.ratelimit = HeaderValue::from_str(&header).ok();
+            ctx.close |= has_body(headers);
+            return Err(GatewayError::RateLimited {
+                retry_after: ceil_secs(d.retry_after).max(1),
+            });
+        }
+    }
+    if errored {
+        rl.outcomes.error_allowed.inc();
+    } else {
+        rl.outcomes.allowed.inc();
+    }
+    ctx.ratelimit = HeaderValue::from_str(&header).ok();
+    Ok(())
+}
+
+/// A shared decision: from the node's share in `sync` mode, else one script call.
+async fn shared(
+    l: &LimitState,
+    key: KeyRef<'_>,
+    store: Option<&RedisStore>,
+    redis: Option<&RedisSpec>,
+) -> Result<Decision, StoreError> {
+    let (Some(store), Some(redis)) = (store, redis) else {
+        return Err(StoreError::Redis);
+    };
+    let gcra = l.local.gcra();
+    let Some(leases) = &l.leases else {
+        let rk = redis_key(&l.key_prefix, &key);
+        let (granted, debt_us) = store
+            .take(&rk, l.t_us, l.cap_us, 1, 0, redis.timeout)
+            .await?;
+        return Ok(gcra.decision(granted > 0, debt_us.saturating_mul(1000)));
+    };
+    let hash = l.local.hash_key(key);
+    match leases.admit(hash) {
+        Local::Admitted { remaining, debt_us } => Ok(Decision {
+            allowed: true,
+            remaining,
+            reset: Duration::from_micros(debt_us),
+            retry_after: Duration::ZERO,
+        }),
+        Local::Denied {
+            retry_after,
+            debt_us,
+        } => Ok(Decision {
+            allowed: false,
+            remaining: 0,
+            reset: Duration::from_micros(debt_us),
+            retry_after,
+        }),
+        Local::Reserve { want, giveback } => {
+            let rk = redis_key(&l.key_prefix, &key);
+            let (granted, debt_us) = store
+                .take(&rk, l.t_us, l.cap_us, want, giveback, redis.timeout)
+                .await?;
+            let d = gcra.decision(granted > 0, debt_us.saturating_mul(1000));
+            leases.granted(hash, granted, d.remaining, debt_us, d.retry_after);
+            Ok(d)
+        }
+    }
+}
+
+/// A request whose body the gateway will not read: the connection cannot be reused safely.
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        let mut h = HeaderMap::new();
+        let ip: IpAddr = "203.0.113.7".parse().expect("ip");
+        let name = http::HeaderName::from_static("x-api-key");
+        assert_eq!(
+            key_ref(&LimitKey::Header(name.clone()), ip, &h),
+            KeyRef::Ip(ip)
+        );
+        h.insert("x-api-key", HeaderValue::from_static("abc"));
+        let k = key_ref(&LimitKey::Header(name.clone()), ip, &h);
+        assert_eq!(k, KeyRef::Header(b"abc"));
+        assert_eq!(
+            redis_key("gatehouse:rl:{r|default|", &k),
+            "gatehouse:rl:{r|default|h:abc}"
+        );
+        assert_eq!(
+            redis_key("p{", &key_ref(&LimitKey::Ip, ip, &h)),
+            "p{ip:203.0.113.7}"
+        );
+        assert_eq!(redis_key("p{", &KeyRef::Route), "p{route}");
+        // Braces would move the cluster hash tag; long values would bloat Redis.
+        let braces = redis_key("p{", &KeyRef::Header(b"a}b"));
+        assert!(braces.starts_with("p{hs:") && braces.ends_with('}'));
+        assert_eq!(braces.matches('}').count(), 1);
+        let long = vec![b'a'; 1000];
+        assert_eq!(
+            redis_key("p{", &KeyRef::Header(&long)).len(),
+            2 + 3 + 32 + 1
+        );
+        // Distinct key spaces.
+        assert_ne!(
+            redis_key("p{", &KeyRef::Header(b"ip:1.2.3.4")),
+            redis_key("p{", &KeyRef::Ip("1.2.3.4".parse().expect("ip")))
+        );
+    }
+
+    #[test]
+    fn seconds_round_up() {
+        assert_eq!(ceil_secs(Duration::from_millis(1)), 1);
+        assert_eq!(ceil_secs(Duration::from_secs(2)), 2);
+        assert_eq!(ceil_secs(Duration::from_millis(2001)), 3);
+        assert_eq!(ceil_secs(Duration::ZERO), 0);
+    }
+}
