@@ -145,6 +145,7 @@ async fn run(path: &Path) -> ExitCode {
     let opts = GatewayOptions {
         metrics: Arc::new(Metrics::new()),
         access_log: Arc::new(AccessLog::stdout()),
+        dns_lookup: None,
     };
     let rt = match Runtime::start_file(path, opts).await {
         Ok(rt) => rt,

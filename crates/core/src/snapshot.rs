@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use rustls::sign::CertifiedKey;
 
 use crate::router::{Params, Router};
-use crate::upstream::Upstream;
+use crate::upstream::{HashOn, Upstream};
 
 pub struct Snapshot {
     /// Short hash of the source text; shown on the admin API and in the audit trail.
@@ -154,6 +154,17 @@ pub struct Route {
     pub timeout: Option<Duration>,
     pub max_body: u64,
     pub websocket: bool,
+    /// Canary stickiness for `backends`: the same header or cookie value always lands on the
+    /// same upstream (for fixed weights).
+    pub sticky: Option<HashOn>,
+    pub mirror: Option<MirrorSpec>,
+}
+
+pub struct MirrorSpec {
+    /// Upstream index.
+    pub upstream: usize,
+    /// 0..=100.
+    pub percent: u32,
 }
 
 pub enum RouteTarget {
@@ -166,12 +177,16 @@ pub enum RouteTarget {
 }
 
 impl RouteTarget {
-    /// Picks the upstream for one request; `roll` is uniform in `0..total`.
-    pub fn pick(&self, roll: impl FnOnce(u32) -> u32) -> usize {
+    /// Picks the upstream for one request; `roll` is uniform in `0..total`. With a sticky
+    /// key's hash, the hash decides instead of the roll.
+    pub fn pick(&self, sticky: Option<u64>, roll: impl FnOnce(u32) -> u32) -> usize {
         match self {
             RouteTarget::Upstream(i) => *i,
             RouteTarget::Weighted { backends, total } => {
-                let mut r = roll(*total);
+                let mut r = match sticky {
+                    Some(h) => (h % (*total).max(1) as u64) as u32,
+                    None => roll(*total),
+                };
                 for (u, w) in backends {
                     if r < *w {
                         return *u;

@@ -32,6 +32,10 @@ pub struct Ctx {
     /// bytes arrive; F3).
     pub body_idle: Option<std::time::Duration>,
     pub error: Option<&'static str>,
+    /// Upstream tries made for this request (0: none).
+    pub attempts: u32,
+    /// The upstream circuit-breaker slot, held until the response body ends.
+    pub upstream_permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Ctx {
@@ -80,6 +84,8 @@ impl Ctx {
             close: false,
             body_idle: None,
             error: None,
+            attempts: 0,
+            upstream_permit: None,
         }
     }
 

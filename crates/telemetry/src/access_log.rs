@@ -20,6 +20,9 @@ pub struct AccessRecord {
     pub duration_ms: f64,
     pub upstream: Option<String>,
     pub upstream_ms: Option<f64>,
+    /// Upstream tries made (1 without retries); absent when no upstream was called.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
     pub consumer: Option<String>,
     pub client_ip: String,
     pub bytes_in: u64,

@@ -107,6 +107,7 @@ async fn accept_loop(
     tracing::info!(listener = %name, addr = %local, "stopped accepting");
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_stream(
     shared: &Arc<Shared>,
     stream: TcpStream,
