@@ -49,3 +49,64 @@ pub fn record(
     tracing::warn!(ejected_for = ?Duration::from_millis(for_ms), "upstream target ejected after consecutive failures");
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::registry::Registry;
+
+    fn cfg() -> Passive {
+        Passive {
+            consecutive_failures: 3,
+            eject_for: Duration::from_secs(10),
+            max_ejected_pct: 50,
+        }
+    }
+
+    #[test]
+    fn consecutive_failures_eject_and_success_resets() {
+        let reg = Registry::default();
+        let all: Vec<Arc<TargetState>> = (0..4).map(|_| Arc::default()).collect();
+        let t = &all[0];
+        assert!(!record(&cfg(), &reg.clock, &all, t, true));
+        assert!(!record(&cfg(), &reg.clock, &all, t, true));
+        assert!(
+            !record(&cfg(), &reg.clock, &all, t, false),
+            "success resets the streak"
+        );
+        assert!(!record(&cfg(), &reg.clock, &all, t, true));
+        assert!(!record(&cfg(), &reg.clock, &all, t, true));
+        assert!(record(&cfg(), &reg.clock, &all, t, true));
+        assert!(t.ejected(&reg.clock));
+        assert!(!t.healthy(&reg.clock));
+        let until = t.ejected_until_ms.load(Ordering::Relaxed) - reg.clock.now_ms();
+        assert!((9_000..=10_001).contains(&until), "{until}");
+    }
+
+    #[test]
+    fn max_ejected_caps_ejections() {
+        let reg = Registry::default();
+        let all: Vec<Arc<TargetState>> = (0..4).map(|_| Arc::default()).collect();
+        for t in &all {
+            for _ in 0..3 {
+                record(&cfg(), &reg.clock, &all, t, true);
+            }
+        }
+        // 50 % of 4 targets.
+        assert_eq!(all.iter().filter(|t| t.ejected(&reg.clock)).count(), 2);
+    }
+
+    #[test]
+    fn repeat_ejections_last_longer() {
+        let reg = Registry::default();
+        let all: Vec<Arc<TargetState>> = (0..2).map(|_| Arc::default()).collect();
+        let t = &all[0];
+        // Pretend a first ejection already happened and expired.
+        t.ejections.store(1, Ordering::Relaxed);
+        for _ in 0..3 {
+            record(&cfg(), &reg.clock, &all, t, true);
+        }
+        let until = t.ejected_until_ms.load(Ordering::Relaxed) - reg.clock.now_ms();
+        assert!((19_000..=20_001).contains(&until), "{until}");
+    }
+}
