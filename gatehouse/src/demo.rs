@@ -70,6 +70,7 @@ routes:
     let opts = GatewayOptions {
         metrics: Arc::new(Metrics::new()),
         access_log: Arc::new(AccessLog::stdout()),
+        dns_lookup: None,
     };
     let rt = match Runtime::start_file(&path, opts).await {
         Ok(rt) => rt,

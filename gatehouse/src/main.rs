@@ -162,6 +162,7 @@ async fn run(path: &Path, access_log: AccessLogSink) -> ExitCode {
     let opts = GatewayOptions {
         metrics: Arc::new(Metrics::new()),
         access_log: Arc::new(access_log),
+        dns_lookup: None,
     };
     let rt = match Runtime::start_file(path, opts).await {
         Ok(rt) => rt,

@@ -2,6 +2,7 @@
 //! validation, reload, routes, upstreams, audit and a small live dashboard.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -138,7 +139,7 @@ async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        rt.gateway().metrics().encode(),
+        rt.gateway().metrics_text(),
     )
         .into_response()
 }
@@ -214,33 +215,43 @@ async fn routes(State(rt): State<Arc<Runtime>>) -> Json<serde_json::Value> {
 }
 
 async fn upstreams(State(rt): State<Arc<Runtime>>) -> Json<serde_json::Value> {
-    let snap = rt.gateway().snapshot();
-    let list: Vec<_> = snap
+    let shared = rt.gateway().shared();
+    let active = shared.active.load_full();
+    let clock = &shared.registry.clock;
+    let list: Vec<_> = active
+        .snapshot
         .upstreams
         .iter()
-        .map(|u| {
+        .zip(&active.upstreams)
+        .map(|(u, r)| {
             let targets: Vec<_> = u
                 .targets
                 .iter()
-                .map(|t| {
+                .zip(&r.targets)
+                .map(|(t, s)| {
                     json!({
                         "url": t.url,
                         "weight": t.weight,
-                        "in_flight": t.in_flight.load(std::sync::atomic::Ordering::Relaxed),
-                        // Active/passive health checks arrive with the resilience issue;
-                        // until then every target is in rotation.
-                        "health": "unchecked",
+                        "in_flight": t.in_flight.load(Ordering::Relaxed),
+                        // "healthy" | "unhealthy" (active check failing) | "ejected" (passive)
+                        "health": s.describe(clock),
+                        "active_check": if u.active.is_some() {
+                            if s.active_ok.load(Ordering::Relaxed) { "passing" } else { "failing" }
+                        } else {
+                            "off"
+                        },
+                        "consecutive_failures": s.failures.load(Ordering::Relaxed),
+                        "ejections": s.ejections.load(Ordering::Relaxed),
                     })
                 })
                 .collect();
             json!({
                 "name": u.name,
-                "balance": match u.balance {
-                    gatehouse_core::upstream::Balance::RoundRobin => "round_robin",
-                    gatehouse_core::upstream::Balance::Random => "random",
-                    gatehouse_core::upstream::Balance::LeastRequest => "least_request",
-                },
+                "balance": u.balance.as_str(),
                 "http2": u.http2,
+                "tls": u.tls.is_some(),
+                "in_flight": r.state.breaker.in_flight(),
+                "pending": r.state.breaker.pending(),
                 "targets": targets,
             })
         })

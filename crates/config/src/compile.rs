@@ -13,10 +13,13 @@ use sha2::{Digest, Sha256};
 
 use gatehouse_core::router::{PathPattern as RouterPattern, RouteSpec, Router};
 use gatehouse_core::snapshot::{
-    AdminSpec, HeaderOps, LimitKey, LimitScope, Limits, ListenerSpec, OnError, RateLimitSpec,
-    RedisSpec, Rewrite, Route, RouteTarget, Template, TlsCert, TlsSpec,
+    AdminSpec, HeaderOps, LimitKey, LimitScope, Limits, ListenerSpec, MirrorSpec, OnError,
+    RateLimitSpec, RedisSpec, Rewrite, Route, RouteTarget, Template, TlsCert, TlsSpec,
 };
-use gatehouse_core::upstream::{Balance, Target, Upstream, UpstreamTimeouts};
+use gatehouse_core::upstream::{
+    ActiveCheck, Balance, Breaker, HashOn, Passive, RetryPolicy, Target, Upstream,
+    UpstreamTimeouts, UpstreamTls,
+};
 use gatehouse_core::Snapshot;
 
 use crate::model::{self, Config};
@@ -106,10 +109,6 @@ pub fn compile(loaded: &Loaded, text: &str, base_dir: &Path) -> Result<Snapshot,
                 err(path, "target url needs a scheme and host:port".into());
                 continue;
             };
-            if scheme == http::uri::Scheme::HTTPS {
-                err(path, "https upstream targets are not supported yet (upstream TLS is tracked in the upstream resilience issue)".into());
-                continue;
-            }
             targets.push(Target {
                 url: t.url.clone(),
                 scheme,
@@ -122,9 +121,10 @@ pub fn compile(loaded: &Loaded, text: &str, base_dir: &Path) -> Result<Snapshot,
             model::Balance::RoundRobin => Balance::RoundRobin,
             model::Balance::Random => Balance::Random,
             model::Balance::LeastRequest => Balance::LeastRequest,
+            model::Balance::ConsistentHash => Balance::ConsistentHash,
         };
         upstream_index.insert(name.clone(), upstreams.len());
-        upstreams.push(Arc::new(Upstream::new(
+        let mut up = Upstream::new(
             name.clone(),
             targets,
             balance,
@@ -132,9 +132,66 @@ pub fn compile(loaded: &Loaded, text: &str, base_dir: &Path) -> Result<Snapshot,
             UpstreamTimeouts {
                 connect: u.timeouts.connect.0,
                 request: u.timeouts.request.0,
+                per_try: u.timeouts.per_try.map(|d| d.0),
                 idle: u.timeouts.idle.0,
             },
-        )));
+        );
+        up.hash_on = u
+            .hash_on
+            .as_deref()
+            .and_then(|h| HashOn::parse(h).ok())
+            .unwrap_or(HashOn::Ip);
+        up.active = u.health.active.as_ref().map(|a| ActiveCheck {
+            tcp: a.kind == model::CheckKind::Tcp,
+            path: a.path.clone(),
+            interval: a.interval.0,
+            timeout: a.timeout.0,
+            unhealthy_after: a.unhealthy_after,
+            healthy_after: a.healthy_after,
+            statuses: a.statuses.clone(),
+        });
+        if let Some(p) = &u.health.passive {
+            up.passive = Some(Passive {
+                consecutive_failures: p.consecutive_failures,
+                eject_for: p.eject_for.0,
+                max_ejected_pct: p.max_ejected.0,
+            });
+            up.panic_below_pct = p.panic_below.0;
+        }
+        up.retries = u.retries.as_ref().map(|r| {
+            let has = |w: model::RetryWord| r.on.contains(&model::RetryOn::Word(w));
+            RetryPolicy {
+                attempts: r.attempts,
+                on_connect_failure: has(model::RetryWord::ConnectFailure),
+                on_reset: has(model::RetryWord::Reset),
+                on_timeout: has(model::RetryWord::Timeout),
+                on_statuses: r
+                    .on
+                    .iter()
+                    .filter_map(|o| match o {
+                        model::RetryOn::Status(s) => Some(*s),
+                        model::RetryOn::Word(_) => None,
+                    })
+                    .collect(),
+                budget_pct: r.budget.0,
+                budget_min: r.budget_min,
+                backoff_base: r.backoff.base.0,
+                backoff_max: r.backoff.max.0,
+            }
+        });
+        up.breaker = Breaker {
+            max_connections: u.circuit_breaker.max_connections,
+            max_pending: u.circuit_breaker.max_pending,
+            pending_timeout: u.circuit_breaker.pending_timeout.0,
+        };
+        up.dns_refresh = u.dns_refresh.0;
+        if let Some(t) = &u.tls {
+            match load_upstream_tls(base_dir, t, &mut hasher) {
+                Ok(tls) => up.tls = Some(Arc::new(tls)),
+                Err((field, m)) => err(format!("upstreams.{name}.tls.{field}"), m),
+            }
+        }
+        upstreams.push(Arc::new(up));
     }
 
     // routes
@@ -303,6 +360,13 @@ pub fn compile(loaded: &Loaded, text: &str, base_dir: &Path) -> Result<Snapshot,
             rate_limits,
             rate_limit_policy,
             concurrency: r.concurrency,
+            sticky: r.sticky.as_deref().and_then(|s| HashOn::parse(s).ok()),
+            mirror: r.mirror.as_ref().and_then(|m| {
+                upstream_index.get(&m.upstream).map(|i| MirrorSpec {
+                    upstream: *i,
+                    percent: m.percent.0,
+                })
+            }),
         });
     }
 
@@ -448,6 +512,69 @@ fn header_ops(
         }
     }
     out
+}
+
+/// Reads the CA bundle and client certificate of an upstream's `tls` block. The fingerprint
+/// covers the settings and file contents, so changing a file and reloading builds a new client.
+fn load_upstream_tls(
+    base_dir: &Path,
+    t: &model::UpstreamTls,
+    hasher: &mut Sha256,
+) -> Result<UpstreamTls, (&'static str, String)> {
+    let mut fp = Sha256::new();
+    fp.update([t.verify as u8]);
+    fp.update(t.sni.as_deref().unwrap_or("").as_bytes());
+    let roots = match &t.ca {
+        None => None,
+        Some(ca) => {
+            let path = base_dir.join(ca);
+            let pem = std::fs::read(&path)
+                .map_err(|e| ("ca", format!("cannot read CA {}: {e}", path.display())))?;
+            hasher.update(&pem);
+            fp.update(b"ca");
+            fp.update(&pem);
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| ("ca", format!("invalid CA PEM {}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(("ca", format!("no certificate found in {}", path.display())));
+            }
+            let mut store = rustls::RootCertStore::empty();
+            for c in &certs {
+                store.add(c.clone()).map_err(|e| {
+                    (
+                        "ca",
+                        format!("unusable CA certificate in {}: {e}", path.display()),
+                    )
+                })?;
+            }
+            Some(certs)
+        }
+    };
+    let client = match (&t.client_cert, &t.client_key) {
+        (Some(c), Some(k)) => {
+            let mut h = Sha256::new();
+            let key = load_cert(base_dir, c, k, &mut h).map_err(|m| ("client_cert", m))?;
+            let d = h.finalize();
+            hasher.update(d);
+            fp.update(b"client");
+            fp.update(d);
+            Some(key)
+        }
+        _ => None,
+    };
+    Ok(UpstreamTls {
+        verify: t.verify,
+        roots,
+        client,
+        sni: t.sni.clone(),
+        fingerprint: fp
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    })
 }
 
 fn load_cert(

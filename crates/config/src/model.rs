@@ -165,6 +165,272 @@ pub struct Upstream {
     pub http2: bool,
     #[serde(default)]
     pub timeouts: UpstreamTimeouts,
+    /// For `balance: consistent_hash`: `ip` | `consumer` | `header:NAME` | `cookie:NAME` |
+    /// `path`. A request without the key (missing header or cookie) hashes its client IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<String>,
+    /// Active health checks and passive outlier ejection. Omitted: every target is always in
+    /// rotation.
+    #[serde(default, skip_serializing_if = "Health::is_empty")]
+    pub health: Health,
+    /// Retry policy. Omitted: each request is tried once (hyper still retries a request that
+    /// provably never left on a pooled connection closed by the upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Retries>,
+    /// Concurrency caps for this upstream; beyond them requests get a fast 503.
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreaker,
+    /// TLS settings for `https://` targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
+    /// How often targets given as host names are resolved again. The last good addresses keep
+    /// serving while DNS fails.
+    #[serde(default = "default_dns_refresh")]
+    pub dns_refresh: Duration,
+}
+
+fn default_dns_refresh() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<ActiveHealth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive: Option<PassiveHealth>,
+}
+
+impl Health {
+    pub fn is_empty(&self) -> bool {
+        self.active.is_none() && self.passive.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// `GET path`; healthy if the status is in `statuses`.
+    #[default]
+    Http,
+    /// A TCP (and TLS for `https://`) connect; healthy if it succeeds.
+    Tcp,
+}
+
+/// Periodic probes of every target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActiveHealth {
+    #[serde(rename = "type")]
+    pub kind: CheckKind,
+    /// Path probed by `type: http`.
+    pub path: String,
+    pub interval: Duration,
+    /// Per-probe timeout; must be shorter than `interval`.
+    pub timeout: Duration,
+    /// Consecutive failed probes that take a healthy target out of rotation.
+    pub unhealthy_after: u32,
+    /// Consecutive good probes that bring it back.
+    pub healthy_after: u32,
+    /// Statuses that count as healthy. Empty: any 2xx or 3xx.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<u16>,
+}
+
+impl Default for ActiveHealth {
+    fn default() -> Self {
+        Self {
+            kind: CheckKind::Http,
+            path: "/healthz".into(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            unhealthy_after: 3,
+            healthy_after: 2,
+            statuses: Vec::new(),
+        }
+    }
+}
+
+/// Outlier ejection from live traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveHealth {
+    /// Consecutive failures (connect error, reset, timeout, 5xx) that eject a target.
+    pub consecutive_failures: u32,
+    /// First ejection time; the n-th ejection in a row lasts n times as long (at most 10x).
+    pub eject_for: Duration,
+    /// Most targets ejected at once, `N%` of the targets (at least one target may always be
+    /// ejected).
+    pub max_ejected: Percent,
+    /// Below this share of healthy targets, health is ignored and requests spread over all
+    /// targets (panic mode). `0%` turns panic mode off.
+    pub panic_below: Percent,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            eject_for: Duration::from_secs(30),
+            max_ejected: Percent(50),
+            panic_below: Percent(50),
+        }
+    }
+}
+
+/// A percentage written `N%` (0..=100).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+#[schemars(with = "String")]
+pub struct Percent(pub u32);
+
+impl Serialize for Percent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}%", self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Percent;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a percentage such as `20%`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Percent, E> {
+                let n = v.trim().strip_suffix('%').unwrap_or(v.trim());
+                match n.trim().parse::<u32>() {
+                    Ok(n) if n <= 100 => Ok(Percent(n)),
+                    _ => Err(E::custom(format!(
+                        "invalid percentage `{v}`: use 0% to 100%"
+                    ))),
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Percent, E> {
+                if v <= 100 {
+                    Ok(Percent(v as u32))
+                } else {
+                    Err(E::custom(format!(
+                        "invalid percentage `{v}`: use 0% to 100%"
+                    )))
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Percent, E> {
+                self.visit_u64(u64::try_from(v).unwrap_or(u64::MAX))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// When and how often a failed upstream call is tried again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retries {
+    /// Tries in total, the first one included (`2` = one retry), 1..=10.
+    pub attempts: u32,
+    /// `connect_failure` | `reset` | `timeout` | a status such as `503`.
+    pub on: Vec<RetryOn>,
+    /// Retries in flight may be at most this share of the requests in flight to the upstream.
+    pub budget: Percent,
+    /// Retries always allowed in flight, whatever the budget says.
+    pub budget_min: u32,
+    /// Backoff before retry n: random in `0..min(max, base * 2^(n-1))` (full jitter).
+    pub backoff: Backoff,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self {
+            attempts: 2,
+            on: vec![
+                RetryOn::Word(RetryWord::ConnectFailure),
+                RetryOn::Word(RetryWord::Reset),
+            ],
+            budget: Percent(20),
+            budget_min: 3,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(25),
+            max: Duration::from_millis(250),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RetryOn {
+    Status(u16),
+    Word(RetryWord),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryWord {
+    /// The connection (TCP or TLS) could not be made: the request was provably not sent.
+    ConnectFailure,
+    /// The connection failed after the request was (maybe) sent, before the response head.
+    Reset,
+    /// The per-try timeout fired before the response head.
+    Timeout,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreaker {
+    /// Requests in flight to the upstream (HTTP/1.1: busy connections).
+    pub max_connections: u32,
+    /// Requests waiting for a free slot; more get an immediate 503.
+    pub max_pending: u32,
+    /// Longest wait for a free slot before 503.
+    pub pending_timeout: Duration,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_pending: 1024,
+            pending_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// Verify the target's certificate chain and name. Turning this off is for tests only.
+    #[serde(default = "default_true")]
+    pub verify: bool,
+    /// PEM CA bundle to trust instead of the built-in Mozilla roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS; needs `client_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+    /// Server name sent in SNI and checked against the certificate. Default: the target host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// One backend of an upstream.
@@ -197,6 +463,7 @@ pub enum Balance {
     RoundRobin,
     Random,
     LeastRequest,
+    ConsistentHash,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -204,8 +471,11 @@ pub enum Balance {
 pub struct UpstreamTimeouts {
     /// TCP (and TLS) connect timeout.
     pub connect: Duration,
-    /// Whole upstream request timeout, unless the route sets `timeout`.
+    /// Whole upstream request timeout across all tries, unless the route sets `timeout`.
     pub request: Duration,
+    /// Timeout of one try (until its response head). Omitted: `request`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_try: Option<Duration>,
     /// Idle pooled connections are closed after this.
     pub idle: Duration,
 }
@@ -215,6 +485,7 @@ impl Default for UpstreamTimeouts {
         Self {
             connect: Duration::from_secs(2),
             request: Duration::from_secs(15),
+            per_try: None,
             idle: Duration::from_secs(60),
         }
     }
@@ -234,6 +505,14 @@ pub struct Route {
     /// Weighted split between upstreams (canary, blue/green).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backends: Option<Vec<Backend>>,
+    /// Keep a client on the same backend: `header:NAME` or `cookie:NAME`. Requests without
+    /// the key are split at random by weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<String>,
+    /// Copy a share of requests to another upstream; the copy's response is discarded and
+    /// never delays or fails the real one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<Rewrite>,
     #[serde(default, skip_serializing_if = "HeaderRules::is_empty")]
@@ -350,6 +629,19 @@ pub struct Backend {
     /// Relative share of requests, 1..=1000.
     #[serde(default = "default_weight")]
     pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    pub upstream: String,
+    /// Share of requests copied, 0..=100 (`5` or `5%`).
+    #[serde(default = "default_mirror_percent")]
+    pub percent: Percent,
+}
+
+fn default_mirror_percent() -> Percent {
+    Percent(100)
 }
 
 /// Path rewriting before the request goes upstream.

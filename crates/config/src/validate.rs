@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use http::{HeaderName, HeaderValue, Method};
 use regex::RegexBuilder;
 
-use crate::model::{Config, HeaderOps, Route, Scope, Upstream};
+use crate::model::{Balance, Config, HeaderOps, RetryOn, Route, Scope, Upstream};
 use crate::source_map::{push_index, push_key};
 use crate::units::{Duration, Size};
 use crate::ConfigError;
@@ -690,6 +690,124 @@ fn upstream(cx: &mut Ctx, path: &str, name: &str, u: &Upstream) {
     cx.positive_duration(&push_key(&tpath, "connect"), u.timeouts.connect);
     cx.positive_duration(&push_key(&tpath, "request"), u.timeouts.request);
     cx.positive_duration(&push_key(&tpath, "idle"), u.timeouts.idle);
+    if let Some(p) = u.timeouts.per_try {
+        cx.positive_duration(&push_key(&tpath, "per_try"), p);
+    }
+    cx.positive_duration(&push_key(path, "dns_refresh"), u.dns_refresh);
+    upstream_resilience(cx, path, u);
+}
+
+fn upstream_resilience(cx: &mut Ctx, path: &str, u: &Upstream) {
+    match (&u.hash_on, u.balance) {
+        (Some(h), Balance::ConsistentHash) => {
+            if let Err(e) = gatehouse_core::upstream::HashOn::parse(h) {
+                cx.err(&push_key(path, "hash_on"), e);
+            }
+        }
+        (Some(_), _) => cx.err(
+            &push_key(path, "hash_on"),
+            "`hash_on` needs `balance: consistent_hash`",
+        ),
+        (None, _) => {}
+    }
+    let hpath = push_key(path, "health");
+    if let Some(a) = &u.health.active {
+        let apath = push_key(&hpath, "active");
+        if !a.path.starts_with('/') {
+            cx.err(
+                &push_key(&apath, "path"),
+                "the probe path must start with `/`",
+            );
+        }
+        cx.positive_duration(&push_key(&apath, "interval"), a.interval);
+        cx.positive_duration(&push_key(&apath, "timeout"), a.timeout);
+        if a.timeout.0 > a.interval.0 {
+            cx.err(
+                &push_key(&apath, "timeout"),
+                format!(
+                    "timeout {} is longer than interval {}",
+                    a.timeout, a.interval
+                ),
+            );
+        }
+        cx.positive(&push_key(&apath, "unhealthy_after"), a.unhealthy_after);
+        cx.positive(&push_key(&apath, "healthy_after"), a.healthy_after);
+        for (i, s) in a.statuses.iter().enumerate() {
+            if !(100..=599).contains(s) {
+                cx.err(
+                    &push_index(&push_key(&apath, "statuses"), i),
+                    format!("{s} is not an HTTP status"),
+                );
+            }
+        }
+    }
+    if let Some(p) = &u.health.passive {
+        let ppath = push_key(&hpath, "passive");
+        cx.positive(
+            &push_key(&ppath, "consecutive_failures"),
+            p.consecutive_failures,
+        );
+        cx.positive_duration(&push_key(&ppath, "eject_for"), p.eject_for);
+    }
+    if let Some(r) = &u.retries {
+        let rpath = push_key(path, "retries");
+        if !(1..=10).contains(&r.attempts) {
+            cx.err(
+                &push_key(&rpath, "attempts"),
+                format!("attempts {} is out of range 1..=10", r.attempts),
+            );
+        }
+        for (i, on) in r.on.iter().enumerate() {
+            if let RetryOn::Status(s) = on {
+                if !(100..=599).contains(s) {
+                    cx.err(
+                        &push_index(&push_key(&rpath, "on"), i),
+                        format!("{s} is not an HTTP status"),
+                    );
+                }
+            }
+        }
+        let bpath = push_key(&rpath, "backoff");
+        cx.positive_duration(&push_key(&bpath, "base"), r.backoff.base);
+        if r.backoff.max.0 < r.backoff.base.0 {
+            cx.err(
+                &push_key(&bpath, "max"),
+                format!(
+                    "max {} is shorter than base {}",
+                    r.backoff.max, r.backoff.base
+                ),
+            );
+        }
+    }
+    let cpath = push_key(path, "circuit_breaker");
+    cx.positive(
+        &push_key(&cpath, "max_connections"),
+        u.circuit_breaker.max_connections,
+    );
+    cx.positive_duration(
+        &push_key(&cpath, "pending_timeout"),
+        u.circuit_breaker.pending_timeout,
+    );
+    if let Some(t) = &u.tls {
+        let tpath = push_key(path, "tls");
+        if t.client_cert.is_some() != t.client_key.is_some() {
+            cx.err(
+                &tpath,
+                "`client_cert` and `client_key` must be given together",
+            );
+        }
+        if let Some(sni) = &t.sni {
+            if rustls_pki_types::ServerName::try_from(sni.as_str()).is_err() {
+                cx.err(
+                    &push_key(&tpath, "sni"),
+                    format!("`{sni}` is not a valid server name"),
+                );
+            }
+        }
+        if !u.targets.iter().any(|t| t.url.starts_with("https://")) {
+            cx.err(&tpath, "`tls` is set but no target uses `https://`");
+        }
+    }
 }
 
 fn routes(cx: &mut Ctx, config: &Config) {
@@ -743,6 +861,25 @@ fn routes(cx: &mut Ctx, config: &Config) {
         }
         route_target(cx, &path, route, config);
         route_rewrite(cx, &path, route);
+        if let Some(st) = &route.sticky {
+            let spath = push_key(&path, "sticky");
+            if route.backends.is_none() {
+                cx.err(&spath, "`sticky` applies to `backends` only");
+            }
+            if !(st.starts_with("header:") || st.starts_with("cookie:")) {
+                cx.err(&spath, "use `header:NAME` or `cookie:NAME`");
+            } else if let Err(e) = gatehouse_core::upstream::HashOn::parse(st) {
+                cx.err(&spath, e);
+            }
+        }
+        if let Some(m) = &route.mirror {
+            if !config.upstreams.contains_key(&m.upstream) {
+                cx.err(
+                    &push_key(&push_key(&path, "mirror"), "upstream"),
+                    format!("upstream `{}` is not defined", m.upstream),
+                );
+            }
+        }
         let hpath = push_key(&path, "headers");
         header_ops(cx, &push_key(&hpath, "request"), &route.headers.request);
         header_ops(cx, &push_key(&hpath, "response"), &route.headers.response);

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use rustls::sign::CertifiedKey;
 
 use crate::router::{Params, Router};
-use crate::upstream::Upstream;
+use crate::upstream::{HashOn, Upstream};
 
 pub struct Snapshot {
     /// Short hash of the source text; shown on the admin API and in the audit trail.
@@ -161,6 +161,17 @@ pub struct Route {
     /// `RateLimit-Policy` header for this route's responses, built once at compile time.
     pub rate_limit_policy: Option<HeaderValue>,
     pub concurrency: Option<u32>,
+    /// Canary stickiness for `backends`: the same header or cookie value always lands on the
+    /// same upstream (for fixed weights).
+    pub sticky: Option<HashOn>,
+    pub mirror: Option<MirrorSpec>,
+}
+
+pub struct MirrorSpec {
+    /// Upstream index.
+    pub upstream: usize,
+    /// 0..=100.
+    pub percent: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -232,12 +243,16 @@ pub enum RouteTarget {
 }
 
 impl RouteTarget {
-    /// Picks the upstream for one request; `roll` is uniform in `0..total`.
-    pub fn pick(&self, roll: impl FnOnce(u32) -> u32) -> usize {
+    /// Picks the upstream for one request; `roll` is uniform in `0..total`. With a sticky
+    /// key's hash, the hash decides instead of the roll.
+    pub fn pick(&self, sticky: Option<u64>, roll: impl FnOnce(u32) -> u32) -> usize {
         match self {
             RouteTarget::Upstream(i) => *i,
             RouteTarget::Weighted { backends, total } => {
-                let mut r = roll(*total);
+                let mut r = match sticky {
+                    Some(h) => (h % (*total).max(1) as u64) as u32,
+                    None => roll(*total),
+                };
                 for (u, w) in backends {
                     if r < *w {
                         return *u;

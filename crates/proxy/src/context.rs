@@ -36,6 +36,10 @@ pub struct Ctx {
     pub ratelimit: Option<HeaderValue>,
     /// The route's concurrency slot, held until the response is complete.
     pub in_flight: Option<crate::policy::concurrency::InFlight>,
+    /// Upstream tries made for this request (0: none).
+    pub attempts: u32,
+    /// The upstream circuit-breaker slot, held until the response body ends.
+    pub upstream_permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Ctx {
@@ -86,6 +90,8 @@ impl Ctx {
             error: None,
             ratelimit: None,
             in_flight: None,
+            attempts: 0,
+            upstream_permit: None,
         }
     }
 

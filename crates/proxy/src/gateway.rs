@@ -16,13 +16,17 @@ use tokio::sync::{watch, Semaphore};
 use crate::ratelimit::redis::RedisStore;
 use crate::ratelimit::{RateLimiters, RouteLimits};
 use crate::server::{self, ListenerHandle};
-use crate::upstream::{ClientCache, HttpClient};
+use crate::upstream::dns::{self, DnsCache, Lookup};
+use crate::upstream::health::{CheckSpec, HealthChecks};
+use crate::upstream::mirror::Mirrors;
+use crate::upstream::registry::{Registry, TargetState, UpstreamState};
+use crate::upstream::{ClientCache, Connector, HttpClient};
 
-/// A snapshot plus the runtime objects resolved for it (one client and one metrics handle
-/// per upstream index, one metrics handle per route index).
+/// A snapshot plus the runtime objects resolved for it: per upstream index its client and
+/// long-lived state, per route index its metrics handles and rate-limit state.
 pub struct Active {
     pub snapshot: Arc<Snapshot>,
-    pub clients: Vec<HttpClient>,
+    pub upstreams: Vec<ResolvedUpstream>,
     pub route_metrics: Vec<RouteMetrics>,
     /// Requests that matched no route (`route=""`).
     pub no_route_metrics: RouteMetrics,
@@ -35,7 +39,7 @@ pub struct Active {
 impl Active {
     fn new(
         snapshot: Arc<Snapshot>,
-        clients: Vec<HttpClient>,
+        upstreams: Vec<ResolvedUpstream>,
         limits: Vec<Option<Arc<RouteLimits>>>,
         redis: Option<Arc<RedisStore>>,
     ) -> Active {
@@ -52,11 +56,20 @@ impl Active {
                 .map(|u| UpstreamMetrics::new(&u.name))
                 .collect(),
             snapshot,
-            clients,
+            upstreams,
             limits,
             redis,
         }
     }
+}
+
+/// One upstream's client and its long-lived state (from the registry, so it survives reloads).
+pub struct ResolvedUpstream {
+    pub client: HttpClient,
+    pub connector: Connector,
+    pub state: Arc<UpstreamState>,
+    /// Index-aligned with the upstream's targets.
+    pub targets: Vec<Arc<TargetState>>,
 }
 
 pub struct Shared {
@@ -66,6 +79,12 @@ pub struct Shared {
     /// Limiter state that survives reloads.
     pub ratelimiters: RateLimiters,
     pub(crate) clients: ClientCache,
+    /// Health, ejection, breaker and retry-budget state by upstream name and target URL.
+    pub registry: Registry,
+    pub(crate) health: HealthChecks,
+    pub dns: DnsCache,
+    dns_refresher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pub mirrors: Mirrors,
     pub(crate) conn_limit: Arc<Semaphore>,
     conn_limit_size: AtomicUsize,
     /// Flipped to true when every connection and tunnel must close now (hard deadline).
@@ -75,13 +94,94 @@ pub struct Shared {
 
 impl Shared {
     fn resolve(&self, snapshot: Arc<Snapshot>) -> Active {
-        let clients = snapshot
+        let upstreams = snapshot
             .upstreams
             .iter()
-            .map(|u| self.clients.for_upstream(u))
+            .map(|u| {
+                let (client, connector) = self.clients.for_upstream(u);
+                let (state, targets) = self.registry.resolve(u);
+                ResolvedUpstream {
+                    client,
+                    connector,
+                    state,
+                    targets,
+                }
+            })
             .collect();
         let resolved = self.ratelimiters.resolve(&snapshot);
-        Active::new(snapshot, clients, resolved.routes, resolved.redis)
+        Active::new(snapshot, upstreams, resolved.routes, resolved.redis)
+    }
+
+    /// Makes `active` live, then brings the background work in line with it: health checks
+    /// started/stopped, DNS refresh for host-name targets, state of removed targets dropped.
+    fn install(&self, active: Active) {
+        let active = Arc::new(active);
+        self.active.store(active.clone());
+        let snap = &active.snapshot;
+        self.registry.retain(&snap.upstreams);
+        let specs: Vec<CheckSpec<'_>> = snap
+            .upstreams
+            .iter()
+            .zip(&active.upstreams)
+            .map(|(u, r)| CheckSpec {
+                upstream: u,
+                client: &r.client,
+                connector: &r.connector,
+                states: &r.targets,
+            })
+            .collect();
+        self.health.sync(&specs);
+        self.metrics.target_healthy.clear();
+
+        let mut hosts: Vec<String> = Vec::new();
+        let mut every = Duration::MAX;
+        for u in &snap.upstreams {
+            for t in &u.targets {
+                let host = t
+                    .authority
+                    .host()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                if host.parse::<std::net::IpAddr>().is_err() && !hosts.iter().any(|h| h == host) {
+                    hosts.push(host.to_string());
+                    every = every.min(u.dns_refresh);
+                }
+            }
+        }
+        self.dns.retain(&hosts);
+        let mut refresher = lock(&self.dns_refresher);
+        if let Some(h) = refresher.take() {
+            h.abort();
+        }
+        if !hosts.is_empty() {
+            *refresher = Some(self.dns.spawn_refresher(hosts, every));
+        }
+    }
+
+    fn stop_background(&self) {
+        self.health.stop_all();
+        if let Some(h) = lock(&self.dns_refresher).take() {
+            h.abort();
+        }
+    }
+
+    /// Updates the per-target health gauges (they are derived from state that changes with
+    /// time, like ejection expiry) and encodes every metric.
+    pub fn metrics_text(&self) -> String {
+        let active = self.active.load();
+        let clock = &self.registry.clock;
+        for (u, r) in active.snapshot.upstreams.iter().zip(&active.upstreams) {
+            for (t, s) in u.targets.iter().zip(&r.targets) {
+                self.metrics
+                    .target_healthy
+                    .get_or_create(&gatehouse_telemetry::metrics::TargetLabels {
+                        upstream: u.name.clone(),
+                        target: t.url.clone(),
+                    })
+                    .set(s.healthy(clock) as i64);
+            }
+        }
+        self.metrics.encode()
     }
 
     fn resize_conn_limit(&self, size: usize) {
@@ -97,6 +197,9 @@ impl Shared {
 pub struct GatewayOptions {
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLog>,
+    /// Host-name lookups for upstream targets; the system resolver when `None` (tests
+    /// install a scripted one).
+    pub dns_lookup: Option<Lookup>,
 }
 
 impl Default for GatewayOptions {
@@ -104,8 +207,13 @@ impl Default for GatewayOptions {
         GatewayOptions {
             metrics: Arc::new(Metrics::new()),
             access_log: Arc::new(AccessLog::off()),
+            dns_lookup: None,
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 pub struct Gateway {
@@ -120,6 +228,7 @@ impl Gateway {
         let snapshot = Arc::new(snapshot);
         let max_conns = snapshot.limits.max_connections;
         let (hard_stop, _) = watch::channel(false);
+        let dns = DnsCache::new(opts.dns_lookup.unwrap_or_else(dns::system_lookup));
         let shared = Arc::new(Shared {
             active: ArcSwap::from_pointee(Active::new(
                 snapshot.clone(),
@@ -130,15 +239,18 @@ impl Gateway {
             ratelimiters: RateLimiters::new(opts.metrics.clone()),
             metrics: opts.metrics,
             access_log: opts.access_log,
-            clients: ClientCache::default(),
+            clients: ClientCache::new(dns.clone()),
+            registry: Registry::default(),
+            health: HealthChecks::default(),
+            dns,
+            dns_refresher: Mutex::new(None),
+            mirrors: Mirrors::default(),
             conn_limit: Arc::new(Semaphore::new(max_conns)),
             conn_limit_size: AtomicUsize::new(max_conns),
             hard_stop,
             open_connections: AtomicUsize::new(0),
         });
-        shared
-            .active
-            .store(Arc::new(shared.resolve(snapshot.clone())));
+        shared.install(shared.resolve(snapshot.clone()));
         let mut handles = Vec::new();
         for spec in &snapshot.listeners {
             handles.push(server::bind(shared.clone(), spec.clone()).await?);
@@ -162,6 +274,11 @@ impl Gateway {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.shared.metrics
+    }
+
+    /// Prometheus text, with the per-target health gauges brought up to date.
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics_text()
     }
 
     /// Bound addresses by listener name (a configured port 0 shows the real port).
@@ -214,9 +331,7 @@ impl Gateway {
         self.shared
             .resize_conn_limit(snapshot.limits.max_connections);
         let drain = snapshot.limits.drain_timeout;
-        self.shared
-            .active
-            .store(Arc::new(self.shared.resolve(snapshot.clone())));
+        self.shared.install(self.shared.resolve(snapshot.clone()));
         let mut keep = Vec::new();
         for h in current.drain(..) {
             if snapshot.listeners.iter().any(|s| h.spec.same_socket(s)) {
@@ -235,6 +350,7 @@ impl Gateway {
     /// `Connection: close`, H2 gets GOAWAY), close idle connections, and force-close whatever
     /// remains after `grace`.
     pub async fn shutdown(&self, grace: Duration) {
+        self.shared.stop_background();
         let handles: Vec<ListenerHandle> = self.listeners.lock().await.drain(..).collect();
         for h in handles {
             h.stop(grace);

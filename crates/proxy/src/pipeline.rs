@@ -12,10 +12,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use gatehouse_core::snapshot::Route;
+use gatehouse_core::upstream::Balance;
 use gatehouse_core::GatewayError;
 use gatehouse_telemetry::access_log::LogTime;
 use gatehouse_telemetry::metrics::UpstreamLabels;
@@ -114,6 +115,23 @@ async fn run(
     drop(params);
     drop(target);
 
+    // Upstream choice, from the request as the client sent it (before header transforms can
+    // remove a cookie used as key): the canary split (sticky by a header or cookie), then the
+    // consistent-hash key. Target choice happens in `forward`.
+    let sticky = route.sticky.as_ref().and_then(|on| {
+        upstream::balance::request_hash(on, &parts.headers, ctx.client_ip, &path_and_query)
+    });
+    let up_idx = route.target.pick(sticky, |n| fastrand::u32(0..n));
+    ctx.upstream = Some(up_idx);
+    let ups = &snap.upstreams[up_idx];
+    let hash = if ups.balance == Balance::ConsistentHash {
+        let path = path_and_query.split('?').next().unwrap_or("");
+        upstream::balance::request_hash(&ups.hash_on, &parts.headers, ctx.client_ip, path)
+            .or_else(|| Some(upstream::balance::hash_ip(ctx.client_ip)))
+    } else {
+        None
+    };
+
     header_policy::strip_hop_by_hop(&mut parts.headers, true, websocket);
     header_policy::strip_spoofable(&mut parts.headers, ctx.peer_trusted);
     forwarded::add_forwarded(
@@ -130,24 +148,12 @@ async fn run(
 
     // cache lookup: see the caching issue.
 
-    // upstream call
-    let up_idx = route.target.pick(|n| fastrand::u32(0..n));
-    ctx.upstream = Some(up_idx);
-    let ups = &snap.upstreams[up_idx];
-    let t_idx = ups.pick(&mut |n| fastrand::u32(0..n));
-    let t = &ups.targets[t_idx];
-    let uri = Uri::builder()
-        .scheme(t.scheme.clone())
-        .authority(t.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| GatewayError::BadRequest("invalid rewritten path"))?;
+    // upstream call: `forward` picks a healthy target, calls it and retries when safe.
     let on_upgrade = if websocket {
         parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
     } else {
         None
     };
-    parts.uri = uri;
     parts.version = if ups.http2 {
         Version::HTTP_2
     } else {
@@ -160,12 +166,16 @@ async fn run(
         ctx.bytes_in.clone(),
         ctx.body_too_large.clone(),
     );
-    let upstream_req = Request::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body));
-    let timeout = route.timeout.unwrap_or(ups.timeouts.request);
-    let client = &active.clients[up_idx];
+    let outbound = upstream::Outbound {
+        parts,
+        path_and_query,
+        body: http_body_util::BodyExt::boxed_unsync(body),
+        hash,
+        upgrade: websocket,
+    };
 
     let started = Instant::now();
-    let result = upstream::call(client, t, upstream_req, timeout, ctx).await;
+    let result = upstream::forward(shared, active, up_idx, route, outbound, ctx).await;
     ctx.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
     if let Err(e) = &result {
         if e.cause() == gatehouse_core::Cause::Upstream {
@@ -262,6 +272,7 @@ impl OnComplete for Completion {
                 duration_ms: elapsed.as_secs_f64() * 1000.0,
                 upstream: upstream_name,
                 upstream_ms: ctx.upstream_ms,
+                attempts: (ctx.attempts > 0).then_some(ctx.attempts),
                 consumer: None,
                 client_ip: ctx.client_ip,
                 bytes_in: ctx.bytes_in.load(std::sync::atomic::Ordering::Relaxed),

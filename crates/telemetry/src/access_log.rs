@@ -24,6 +24,9 @@ pub struct AccessRecord<'a> {
     pub duration_ms: f64,
     pub upstream: Option<&'a str>,
     pub upstream_ms: Option<f64>,
+    /// Upstream tries made (1 without retries); absent when no upstream was called.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
     pub consumer: Option<&'a str>,
     /// Serialized as text (`"127.0.0.1"`), like `IpAddr`'s `Display`.
     pub client_ip: IpAddr,
@@ -47,6 +50,7 @@ impl Default for AccessRecord<'_> {
             duration_ms: 0.0,
             upstream: None,
             upstream_ms: None,
+            attempts: None,
             consumer: None,
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             bytes_in: 0,

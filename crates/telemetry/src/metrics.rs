@@ -29,6 +29,12 @@ pub struct UpstreamLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub upstream: String,
+    pub target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -60,6 +66,11 @@ pub struct Metrics {
     pub redis_errors: Family<RedisErrorLabels, Counter>,
     /// 0 closed, 1 open, 2 half-open.
     pub redis_breaker_state: Gauge,
+    pub target_healthy: Family<TargetLabels, Gauge>,
+    pub ejections: Family<UpstreamLabels, Counter>,
+    pub retries: Family<UpstreamLabels, Counter>,
+    pub retries_budget_exhausted: Family<UpstreamLabels, Counter>,
+    pub breaker_rejections: Family<UpstreamLabels, Counter>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -124,6 +135,36 @@ impl Metrics {
             "Config reloads, by result (success | failure)",
             reloads.clone(),
         );
+        let target_healthy = Family::<TargetLabels, Gauge>::default();
+        registry.register(
+            "upstream_target_healthy",
+            "1 when the target is in rotation (active check passing, not ejected), else 0",
+            target_healthy.clone(),
+        );
+        let ejections = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_ejections",
+            "Targets ejected by passive outlier detection, by upstream",
+            ejections.clone(),
+        );
+        let retries = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_retries",
+            "Upstream calls retried, by upstream",
+            retries.clone(),
+        );
+        let retries_budget_exhausted = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_retry_budget_exhausted",
+            "Retries refused because the retry budget was used up, by upstream",
+            retries_budget_exhausted.clone(),
+        );
+        let breaker_rejections = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_breaker_rejections",
+            "Requests refused with 503 by the circuit breaker (slots and queue full), by upstream",
+            breaker_rejections.clone(),
+        );
         // Both series exist from the start, so a failure rate can be computed before the
         // first failure.
         for result in ["success", "failure"] {
@@ -166,6 +207,11 @@ impl Metrics {
             in_flight,
             connections,
             reloads,
+            target_healthy,
+            ejections,
+            retries,
+            retries_budget_exhausted,
+            breaker_rejections,
         }
     }
 

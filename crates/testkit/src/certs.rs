@@ -147,6 +147,88 @@ impl TestCa {
     }
 }
 
+impl TestCa {
+    /// A server config for `names` that requires a client certificate issued by this CA.
+    pub fn server_config_mtls(&self, names: &[&str]) -> anyhow::Result<Arc<ServerConfig>> {
+        let (cert_pem, key_pem) = self.issue(names)?;
+        let mut roots = RootCertStore::empty();
+        roots.add(self.cert_der())?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()?;
+        let certs = pem_certs(&cert_pem)?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("parse key PEM")?;
+        let cfg = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)?;
+        Ok(Arc::new(cfg))
+    }
+}
+
+/// An HTTPS upstream (HTTP/1.1 over TLS with the given server config). Every response is
+/// JSON: `{"sni": ..., "client_cert": bool, "path": ...}`. Stops when dropped.
+pub struct TlsUpstream {
+    addr: SocketAddr,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+    _task: crate::task::AbortOnDrop,
+}
+
+impl TlsUpstream {
+    pub async fn start(config: Arc<ServerConfig>) -> anyhow::Result<TlsUpstream> {
+        let listener = crate::task::bind_loopback().await?;
+        let addr = listener.local_addr()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let h = hits.clone();
+        let task = crate::task::spawn_accept_loop(listener, move |stream, _| {
+            let acceptor = acceptor.clone();
+            let hits = h.clone();
+            async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let (_, conn) = tls.get_ref();
+                let sni = conn.server_name().map(str::to_string);
+                let client_cert = conn.peer_certificates().is_some_and(|c| !c.is_empty());
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let body = serde_json::json!({
+                            "sni": sni,
+                            "client_cert": client_cert,
+                            "path": req.uri().path(),
+                        })
+                        .to_string();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(body)),
+                            ))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            }
+        });
+        Ok(TlsUpstream {
+            addr,
+            hits,
+            _task: task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// Build a server config from PEM strings.
 pub fn server_config_from_pem(
     cert_pem: &str,

@@ -81,6 +81,26 @@ impl EchoUpstream {
     /// Start on `127.0.0.1:0`. `name` is sent back in `x-upstream` (load-balancing tests).
     pub async fn start(name: &str) -> anyhow::Result<Self> {
         let listener = bind_loopback().await?;
+        Self::serve(name, listener)
+    }
+
+    /// Start on a given address: brings a stopped upstream back on its old port (health
+    /// recovery tests). Retries briefly while the port is still in TIME_WAIT or held.
+    pub async fn start_on(name: &str, addr: SocketAddr) -> anyhow::Result<Self> {
+        let mut last = None;
+        for _ in 0..200 {
+            let sock = tokio::net::TcpSocket::new_v4()?;
+            sock.set_reuseaddr(true)?;
+            match sock.bind(addr).and_then(|_| sock.listen(1024)) {
+                Ok(l) => return Self::serve(name, l),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Err(anyhow::anyhow!("cannot bind {addr}: {last:?}"))
+    }
+
+    fn serve(name: &str, listener: tokio::net::TcpListener) -> anyhow::Result<Self> {
         let addr = listener.local_addr()?;
         let state = Arc::new(EchoState {
             name: name.to_string(),

@@ -30,12 +30,22 @@ impl TestGateway {
 
     /// Like `start`, with files (certificates...) already written into `dir`.
     pub async fn start_in(dir: tempfile::TempDir, yaml: &str) -> Result<TestGateway> {
+        Self::start_with(dir, yaml, None).await
+    }
+
+    /// Like `start_in`, resolving upstream host names with `dns` (scripted DNS, F16).
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        yaml: &str,
+        dns: Option<gatehouse_proxy::upstream::dns::Lookup>,
+    ) -> Result<TestGateway> {
         let path = dir.path().join("gatehouse.yaml");
         std::fs::write(&path, yaml)?;
         let (log, logs) = AccessLog::memory();
         let opts = GatewayOptions {
             metrics: Arc::new(Metrics::new()),
             access_log: Arc::new(log),
+            dns_lookup: dns,
         };
         let runtime = Runtime::start_file(&path, opts)
             .await
@@ -117,7 +127,7 @@ impl TestGateway {
     }
 
     pub fn metrics_text(&self) -> String {
-        self.runtime.gateway().metrics().encode()
+        self.runtime.gateway().metrics_text()
     }
 
     pub fn version(&self) -> String {

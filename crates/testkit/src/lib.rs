@@ -25,7 +25,7 @@ mod task;
 pub mod wait;
 pub mod ws;
 
-pub use certs::{insecure_client_config, tls_get, TestCa, TlsResponse};
+pub use certs::{insecure_client_config, tls_get, TestCa, TlsResponse, TlsUpstream};
 pub use echo::{EchoUpstream, RecordedRequest};
 pub use gateway::TestGateway;
 pub use grpc::{grpc_say_hello, grpc_say_hello_with, GrpcUpstream, HelloReply, HelloRequest};

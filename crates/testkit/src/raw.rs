@@ -33,6 +33,10 @@ pub enum RawScript {
     Delay(Duration, Vec<u8>),
     /// Answer like `Respond` but one byte per `every` (slow-body / slow-header tests).
     Trickle { response: Vec<u8>, every: Duration },
+    /// Answer the first `keep` requests of each connection like `Respond`, then read the next
+    /// request and close without answering: the keep-alive race where the upstream drops a
+    /// pooled connection just as it is reused (F6).
+    RespondThenDrop { response: Vec<u8>, keep: usize },
 }
 
 /// The non-HTTP bytes [`RawScript::Garbage`] writes.
@@ -166,6 +170,7 @@ async fn serve_raw(mut stream: TcpStream, script: RawScript, state: Arc<RawState
     let mut buf: Vec<u8> = Vec::new();
     // How much of `buf` has already been counted as a head.
     let mut counted_head = false;
+    let mut answered = 0usize;
     let mut tmp = vec![0u8; 16 * 1024];
     loop {
         // Count a head as soon as its blank line arrives, even if its body never does.
@@ -220,6 +225,14 @@ async fn serve_raw(mut stream: TcpStream, script: RawScript, state: Arc<RawState
             RawScript::Delay(d, resp) => {
                 tokio::time::sleep(*d).await;
                 stream.write_all(resp).await.is_ok()
+            }
+            RawScript::RespondThenDrop { response, keep } => {
+                answered += 1;
+                if answered > *keep {
+                    reset(stream);
+                    return;
+                }
+                stream.write_all(response).await.is_ok()
             }
             RawScript::Trickle { response, every } => {
                 let mut ok = true;

@@ -5,18 +5,25 @@
 mod common;
 
 mod admin;
+mod balance;
+mod breaker;
 mod cli;
+mod dns;
 mod examples;
 mod faults;
 mod grpc;
 mod h2;
 mod headers;
+mod health;
 mod limits;
+mod mirror;
 mod paths;
 mod ratelimit;
 mod reload;
+mod retries;
 mod routing;
 mod smuggling;
 mod streaming;
 mod tls;
+mod upstream_tls;
 mod websocket;

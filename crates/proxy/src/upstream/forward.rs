@@ -1,0 +1,225 @@
+//! The upstream call as the pipeline sees it: one function that takes a breaker slot, buffers a
+//! small body when it may need to be sent again, starts the mirror copy, picks a healthy
+//! target, calls it, feeds outlier detection, and retries when the policy, the method, the
+//! budget and the deadline all allow.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, Response, Uri};
+use http_body::Body as _;
+use hyper::body::Incoming;
+
+use gatehouse_core::snapshot::Route;
+use gatehouse_core::GatewayError;
+use gatehouse_telemetry::metrics::UpstreamLabels;
+
+use crate::body::{self, Body};
+use crate::context::Ctx;
+use crate::gateway::{Active, Shared};
+
+use super::retry::{backoff, should_retry, Outcome, REPLAY_LIMIT};
+use super::{mirror, outlier};
+
+/// What the pipeline hands over: the request head ready for the upstream (headers transformed,
+/// version set) and the path it goes to.
+pub struct Outbound {
+    pub parts: Parts,
+    pub path_and_query: String,
+    pub body: Body,
+    /// The consistent-hash key of the request, if the upstream hashes.
+    pub hash: Option<u64>,
+    /// WebSocket handshakes are tried once.
+    pub upgrade: bool,
+}
+
+pub async fn forward(
+    shared: &Arc<Shared>,
+    active: &Active,
+    up_idx: usize,
+    route: &Route,
+    out: Outbound,
+    ctx: &mut Ctx,
+) -> Result<Response<Incoming>, GatewayError> {
+    let ups = &active.snapshot.upstreams[up_idx];
+    let res = &active.upstreams[up_idx];
+    let labels = || UpstreamLabels {
+        upstream: ups.name.clone(),
+    };
+
+    // circuit breaker: a slot for the whole exchange (released when the response body ends)
+    match res.state.breaker.acquire(&ups.breaker).await {
+        Ok(permit) => ctx.upstream_permit = Some(permit),
+        Err(_) => {
+            shared
+                .metrics
+                .breaker_rejections
+                .get_or_create(&labels())
+                .inc();
+            return Err(GatewayError::UpstreamUnavailable);
+        }
+    }
+    let _live = res.state.budget.request();
+
+    let Outbound {
+        parts,
+        path_and_query,
+        body,
+        hash,
+        upgrade,
+    } = out;
+    let policy = ups.retries.as_ref().filter(|p| p.attempts > 1 && !upgrade);
+    let mirror_to = route
+        .mirror
+        .as_ref()
+        .filter(|m| m.percent > 0 && fastrand::u32(0..100) < m.percent);
+
+    // A body is buffered only when it may be sent twice and is small and of known length;
+    // anything else streams and is tried once.
+    let replay = (policy.is_some() || mirror_to.is_some())
+        && body.size_hint().exact().is_some_and(|n| n <= REPLAY_LIMIT);
+    let (mut stream, bytes) = if replay {
+        (None, Some(collect(body, ctx).await?))
+    } else {
+        (Some(body), None)
+    };
+
+    if let Some(m) = mirror_to {
+        match &bytes {
+            Some(b) => mirror::spawn(
+                shared,
+                active.snapshot.upstreams[m.upstream].clone(),
+                &active.upstreams[m.upstream],
+                &parts.method,
+                &path_and_query,
+                &parts.headers,
+                b.clone(),
+            ),
+            None => {
+                shared
+                    .mirrors
+                    .skipped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    let max_attempts = match (&bytes, policy) {
+        (Some(_), Some(p)) => p.attempts,
+        _ => 1,
+    };
+    let started = Instant::now();
+    let deadline = started + route.timeout.unwrap_or(ups.timeouts.request);
+    let clock = &shared.registry.clock;
+    let method = parts.method.clone();
+    let mut head = Some(parts);
+    let mut previous: Option<usize> = None;
+    let mut _retry_slot = None;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        ctx.attempts = attempt;
+        let t_idx = ups.pick_healthy(hash, &mut |n| fastrand::u32(0..n), &|i| {
+            Some(i) != previous && res.targets[i].healthy(clock)
+        });
+        let t = &ups.targets[t_idx];
+        let uri = Uri::builder()
+            .scheme(t.scheme.clone())
+            .authority(t.authority.clone())
+            .path_and_query(path_and_query.as_str())
+            .build()
+            .map_err(|_| GatewayError::BadRequest("invalid rewritten path"))?;
+        let body = match (&bytes, stream.take()) {
+            (_, Some(s)) => s,
+            (Some(b), None) => body::full(b.clone()),
+            (None, None) => body::empty(),
+        };
+        let mut req = if attempt < max_attempts {
+            let Some(h) = head.as_ref() else {
+                return Err(GatewayError::Internal);
+            };
+            let mut r = Request::new(body);
+            *r.method_mut() = h.method.clone();
+            *r.version_mut() = h.version;
+            *r.headers_mut() = h.headers.clone();
+            r
+        } else {
+            let Some(h) = head.take() else {
+                return Err(GatewayError::Internal);
+            };
+            Request::from_parts(h, body)
+        };
+        *req.uri_mut() = uri;
+
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
+        let try_timeout = ups.timeouts.per_try.map_or(left, |p| p.min(left));
+        let result = super::call(&res.client, t, req, try_timeout, ctx).await;
+        let outcome = Outcome::of(
+            &result
+                .as_ref()
+                .map(|r| r.status().as_u16())
+                .map_err(Clone::clone),
+        );
+
+        if let Some(p) = &ups.passive {
+            if outcome != Outcome::Client
+                && outlier::record(
+                    p,
+                    clock,
+                    &res.targets,
+                    &res.targets[t_idx],
+                    outcome.is_failure(),
+                )
+            {
+                shared.metrics.ejections.get_or_create(&labels()).inc();
+            }
+        }
+
+        if let Some(p) = policy {
+            if attempt < max_attempts && should_retry(p, outcome, &method) {
+                match res.state.budget.try_retry(p.budget_pct, p.budget_min) {
+                    Some(slot) => {
+                        let wait = backoff(p, attempt, |c| fastrand::u64(0..c));
+                        if Instant::now() + wait < deadline {
+                            shared.metrics.retries.get_or_create(&labels()).inc();
+                            drop(result);
+                            tokio::time::sleep(wait).await;
+                            _retry_slot = Some(slot);
+                            previous = Some(t_idx);
+                            continue;
+                        }
+                    }
+                    None => {
+                        shared
+                            .metrics
+                            .retries_budget_exhausted
+                            .get_or_create(&labels())
+                            .inc();
+                    }
+                }
+            }
+        }
+        return result;
+    }
+}
+
+async fn collect(body: Body, ctx: &Ctx) -> Result<Bytes, GatewayError> {
+    match http_body_util::BodyExt::collect(body).await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => {
+            if ctx
+                .body_too_large
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                Err(GatewayError::PayloadTooLarge)
+            } else if e.is::<crate::body::ClientBodyError>() {
+                Err(GatewayError::BadRequest("malformed request body"))
+            } else {
+                Err(GatewayError::BadRequest("request body was not received"))
+            }
+        }
+    }
+}
