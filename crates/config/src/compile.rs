@@ -137,6 +137,8 @@ pub fn compile(loaded: &Loaded, text: &str, base_dir: &Path) -> Result<Snapshot,
         )));
     }
 
+    let auth = crate::compile_auth::compile_auth(cfg, base_dir, &mut hasher, &mut err);
+
     // routes
     let mut specs = Vec::new();
     let mut routes = Vec::new();
@@ -289,7 +291,11 @@ pub fn compile(loaded: &Loaded, text: &str, base_dir: &Path) -> Result<Snapshot,
             &format!("{base}.headers.response"),
             &mut err,
         );
+        let (auth_req, allow, cors) = crate::compile_auth::route_auth(r, &base, &auth, &mut err);
         routes.push(Route {
+            auth: auth_req,
+            allow,
+            cors,
             name: r.name.clone(),
             match_desc: desc,
             target,
@@ -347,6 +353,7 @@ pub fn compile(loaded: &Loaded, text: &str, base_dir: &Path) -> Result<Snapshot,
         upstreams,
         routes,
         router,
+        auth,
     })
 }
 

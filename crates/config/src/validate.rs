@@ -349,6 +349,7 @@ pub fn validate(config: &Config) -> Vec<ConfigError> {
         self::upstream(&mut cx, &push_key("upstreams", name), name, upstream);
     }
     routes(&mut cx, config);
+    crate::validate_auth::validate(config, &mut cx.errors);
     cx.errors
 }
 

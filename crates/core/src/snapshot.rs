@@ -24,6 +24,8 @@ pub struct Snapshot {
     pub upstreams: Vec<Arc<Upstream>>,
     pub routes: Vec<Route>,
     pub router: Router,
+    /// Consumers, auth providers and API key digests.
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl Snapshot {
@@ -154,6 +156,10 @@ pub struct Route {
     pub timeout: Option<Duration>,
     pub max_body: u64,
     pub websocket: bool,
+    /// `None`: a public route.
+    pub auth: Option<crate::auth::AuthRequirement>,
+    pub allow: crate::auth::AllowRules,
+    pub cors: Option<crate::auth::Cors>,
 }
 
 pub enum RouteTarget {

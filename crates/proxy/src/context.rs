@@ -32,6 +32,12 @@ pub struct Ctx {
     /// bytes arrive; F3).
     pub body_idle: Option<std::time::Duration>,
     pub error: Option<&'static str>,
+    /// The authenticated consumer's name (or the token subject), for logs and later phases.
+    pub consumer: Option<String>,
+    /// The request's `Origin`, on a route with CORS.
+    pub cors_origin: Option<HeaderValue>,
+    /// The matched route has CORS and this is not a preflight: add CORS response headers.
+    pub cors_actual: bool,
 }
 
 impl Ctx {
@@ -80,6 +86,9 @@ impl Ctx {
             close: false,
             body_idle: None,
             error: None,
+            consumer: None,
+            cors_origin: None,
+            cors_actual: false,
         }
     }
 

@@ -19,6 +19,8 @@ use crate::upstream::{ClientCache, HttpClient};
 pub struct Active {
     pub snapshot: Arc<Snapshot>,
     pub clients: Vec<HttpClient>,
+    /// Per auth provider: its JWKS or introspection cache (kept across reloads).
+    pub auth: Vec<crate::policy::auth::ProviderRuntime>,
 }
 
 pub struct Shared {
@@ -26,6 +28,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub access_log: Arc<AccessLog>,
     pub(crate) clients: ClientCache,
+    /// Long-lived auth state (JWKS and introspection caches, the auth HTTP client).
+    pub auth: crate::policy::auth::AuthState,
     pub(crate) conn_limit: Arc<Semaphore>,
     conn_limit_size: AtomicUsize,
     /// Flipped to true when every connection and tunnel must close now (hard deadline).
@@ -40,7 +44,12 @@ impl Shared {
             .iter()
             .map(|u| self.clients.for_upstream(u))
             .collect();
-        Active { snapshot, clients }
+        let auth = self.auth.resolve(&snapshot);
+        Active {
+            snapshot,
+            clients,
+            auth,
+        }
     }
 
     fn resize_conn_limit(&self, size: usize) {
@@ -83,10 +92,12 @@ impl Gateway {
             active: ArcSwap::from_pointee(Active {
                 snapshot: snapshot.clone(),
                 clients: Vec::new(),
+                auth: Vec::new(),
             }),
             metrics: opts.metrics,
             access_log: opts.access_log,
             clients: ClientCache::default(),
+            auth: Default::default(),
             conn_limit: Arc::new(Semaphore::new(max_conns)),
             conn_limit_size: AtomicUsize::new(max_conns),
             hard_stop,

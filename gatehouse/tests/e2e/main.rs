@@ -5,7 +5,12 @@
 mod common;
 
 mod admin;
+mod auth_external;
+mod auth_jwt;
+mod auth_keys;
+mod authz;
 mod cli;
+mod cors;
 mod examples;
 mod faults;
 mod grpc;
