@@ -139,14 +139,96 @@ pub fn run(config: &Path, method: &str, url: &str, headers: &[String]) -> ExitCo
             } else {
                 limits.join("; ")
             };
+            let auth = &snap.auth;
+            let cors_desc = match &r.cors {
+                None => "not configured".to_string(),
+                Some(c) => format!(
+                    "origins {}; methods {}{}; preflight answered here, before auth",
+                    if c.any_origin {
+                        "*".to_string()
+                    } else {
+                        let mut o: Vec<&str> = c.origins.iter().map(String::as_str).collect();
+                        o.sort();
+                        o.join(", ")
+                    },
+                    c.methods_header.to_str().unwrap_or("?"),
+                    if c.credentials { "; credentials" } else { "" }
+                ),
+            };
+            let ip_desc = if r.allow.has_ip_rules() {
+                format!(
+                    "allow {} deny {}",
+                    if r.allow.ips.is_empty() {
+                        "any".to_string()
+                    } else {
+                        r.allow
+                            .ips
+                            .iter()
+                            .map(|n| n.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    },
+                    if r.allow.deny_ips.is_empty() {
+                        "none".to_string()
+                    } else {
+                        r.allow
+                            .deny_ips
+                            .iter()
+                            .map(|n| n.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    }
+                )
+            } else {
+                "not configured".into()
+            };
+            let auth_desc = match &r.auth {
+                None => "public route".to_string(),
+                Some(req) => {
+                    let names: Vec<String> = req
+                        .providers()
+                        .iter()
+                        .map(|&i| {
+                            format!(
+                                "{} ({})",
+                                auth.providers[i].name,
+                                auth.providers[i].kind.type_name()
+                            )
+                        })
+                        .collect();
+                    let mode = match req {
+                        gatehouse_core::auth::AuthRequirement::AnyOf(_) => "any of",
+                        gatehouse_core::auth::AuthRequirement::AllOf(_) => "all of",
+                    };
+                    format!(
+                        "{mode}: {}; 401 + WWW-Authenticate on failure",
+                        names.join(", ")
+                    )
+                }
+            };
+            let mut authz: Vec<String> = Vec::new();
+            if !r.allow.groups.is_empty() {
+                authz.push(format!("groups any of [{}]", r.allow.groups.join(", ")));
+            }
+            if !r.allow.scopes.is_empty() {
+                authz.push(format!("scopes all of [{}]", r.allow.scopes.join(", ")));
+            }
+            for (k, v) in &r.allow.claims {
+                authz.push(format!("claim {k}={v}"));
+            }
+            let authz_desc = if authz.is_empty() {
+                "not configured".to_string()
+            } else {
+                format!("{}; 403 on failure", authz.join("; "))
+            };
             println!("policy chain:");
             let steps: Vec<(&str, String)> = vec![
                 ("normalize", "decode unreserved, remove dot segments, merge slashes".into()),
                 ("route", format!("matched `{}`", r.name)),
-                ("cors preflight", "not configured".into()),
-                ("ip allow/deny", "not configured".into()),
-                ("authenticate", "public route".into()),
-                ("authorize", "not configured".into()),
+                ("cors preflight", cors_desc),
+                ("ip allow/deny", ip_desc),
+                ("authenticate", auth_desc),
+                ("authorize", authz_desc),
                 ("rate limit / concurrency", limits),
                 (
                     "request transform",

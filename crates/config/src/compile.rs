@@ -194,6 +194,8 @@ pub fn compile(loaded: &Loaded, text: &str, base_dir: &Path) -> Result<Snapshot,
         upstreams.push(Arc::new(up));
     }
 
+    let auth = crate::compile_auth::compile_auth(cfg, base_dir, &mut hasher, &mut err);
+
     // routes
     let mut specs = Vec::new();
     let mut routes = Vec::new();
@@ -347,7 +349,11 @@ pub fn compile(loaded: &Loaded, text: &str, base_dir: &Path) -> Result<Snapshot,
             &mut err,
         );
         let (rate_limits, rate_limit_policy) = rate_limits(r, &base, &mut err);
+        let (auth_req, allow, cors) = crate::compile_auth::route_auth(r, &base, &auth, &mut err);
         routes.push(Route {
+            auth: auth_req,
+            allow,
+            cors,
             name: r.name.clone(),
             match_desc: desc,
             target,
@@ -423,6 +429,7 @@ pub fn compile(loaded: &Loaded, text: &str, base_dir: &Path) -> Result<Snapshot,
                 model::OnError::Deny => OnError::Deny,
             },
         }),
+        auth,
     })
 }
 

@@ -13,12 +13,14 @@
 //! 4. Semantic validation collects every remaining problem.
 
 pub mod compile;
+mod compile_auth;
 mod env;
 mod lenient;
 mod model;
 mod source_map;
 mod units;
 pub mod validate;
+pub mod validate_auth;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -30,9 +32,10 @@ use serde_saphyr::MessageFormatter;
 pub use compile::{compile, compile_str};
 pub use env::interpolate;
 pub use model::{
-    Admin, Backend, Balance, CertificateFiles, Config, HeaderOps, HeaderRules, Limits, Listener,
-    ListenerTls, OnError, RateLimit, Redis, Rewrite, Route, RouteMatch, Scope, Target, Upstream,
-    UpstreamTimeouts,
+    Admin, Allow, ApiKeyAuth, AuthProvider, Backend, Balance, CertificateFiles, Config, Consumer,
+    CorsConfig, ForwardAuth, HeaderOps, HeaderRules, IntrospectionAuth, JwksSettings, JwtAuth,
+    JwtKeyConfig, Limits, Listener, ListenerTls, OnError, RateLimit, Redis, Rewrite, Route,
+    RouteAuth, RouteMatch, Scope, Target, Upstream, UpstreamTimeouts,
 };
 use source_map::PosTarget;
 pub use source_map::{push_index, push_key, Location, SourceMap};
@@ -341,6 +344,20 @@ fn redact(value: &mut Value, header_map: bool) {
     match value {
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
+                if k == "jwk" {
+                    // Symmetric (`k`) and private members of an inline JWK.
+                    if let Value::Object(jwk) = v {
+                        for (m, mv) in jwk.iter_mut() {
+                            if matches!(
+                                m.as_str(),
+                                "k" | "d" | "p" | "q" | "dp" | "dq" | "qi" | "oth"
+                            ) {
+                                *mv = Value::String(REDACTED.into());
+                            }
+                        }
+                    }
+                    continue;
+                }
                 if (is_secret_key(k) || (header_map && is_secret_header(k))) && !v.is_null() {
                     *v = Value::String(REDACTED.into());
                 } else {

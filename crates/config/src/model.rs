@@ -35,6 +35,12 @@ pub struct Config {
     /// Named groups of backend targets.
     #[serde(default)]
     pub upstreams: BTreeMap<String, Upstream>,
+    /// API clients: named, with groups and API key digests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<Consumer>,
+    /// Named authentication providers, referred to by routes' `auth`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub auth: BTreeMap<String, AuthProvider>,
     /// Routes, each matching requests and sending them to an upstream.
     #[serde(default)]
     pub routes: Vec<Route>,
@@ -532,6 +538,15 @@ pub struct Route {
     /// Maximum requests in flight on this route (this node); more get 429.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// Authentication: `{any_of: [provider, ...]}` or `{all_of: [...]}`. Omitted: public.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<RouteAuth>,
+    /// Authorization and IP rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Allow>,
+    /// Cross-origin resource sharing for browsers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsConfig>,
 }
 
 /// The Redis server shared by all gateway nodes.
@@ -689,4 +704,240 @@ impl HeaderOps {
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.remove.is_empty()
     }
+}
+
+/// An API client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Consumer {
+    /// Unique name (`[A-Za-z0-9_.-]+`); token claims map to consumers by this name.
+    pub name: String,
+    /// Groups, used by routes' `allow.groups`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// API keys as SHA-256 digests: `sha256:<64 hex digits>` (`printf %s KEY | sha256sum`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_keys: Vec<String>,
+}
+
+/// One named authentication provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthProvider {
+    /// Bearer JWT (JWS) verified with pinned algorithms.
+    Jwt(JwtAuth),
+    /// API keys of consumers, from a header or a query parameter.
+    ApiKey(ApiKeyAuth),
+    /// OAuth2 token introspection (RFC 7662).
+    Introspection(IntrospectionAuth),
+    /// Ask an auth service; 2xx admits.
+    Forward(ForwardAuth),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtAuth {
+    /// Required `iss` value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Accepted `aud` values; the token's `aud` (string or array) must contain one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// JWKS endpoint, fetched in the background.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// JWKS cache tuning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<JwksSettings>,
+    /// Static keys (files, inline PEM/JWK, HMAC secrets).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<JwtKeyConfig>,
+    /// Accepted `alg` values (RS256/384/512, PS256/384/512, ES256/384, EdDSA, HS256/384/512).
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat` (at most 60s).
+    #[serde(default = "default_leeway")]
+    pub leeway: Duration,
+    /// Reject tokens without `exp`.
+    #[serde(default = "default_true")]
+    pub require_exp: bool,
+    /// Longest accepted token.
+    #[serde(default = "default_max_token")]
+    pub max_token_size: Size,
+    /// Claim whose value names a consumer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_claim: Option<String>,
+    /// Claim -> upstream request header.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub forward_claims: BTreeMap<String, String>,
+}
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_token() -> Size {
+    Size(8 * Size::KIB)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwksSettings {
+    /// Refresh interval when the response carries no `Cache-Control: max-age`.
+    pub ttl: Duration,
+    /// Minimum time between fetches (also the unknown-`kid` refetch rate limit).
+    pub min_refresh: Duration,
+    /// Keys stop being used this long after the last successful fetch.
+    pub max_stale: Duration,
+    /// Fetch timeout.
+    pub timeout: Duration,
+    /// Largest accepted JWKS response.
+    pub max_size: Size,
+}
+
+impl Default for JwksSettings {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(300),
+            min_refresh: Duration::from_secs(30),
+            max_stale: Duration::from_secs(86_400),
+            timeout: Duration::from_secs(5),
+            max_size: Size(Size::MIB),
+        }
+    }
+}
+
+/// One static JWT verification key: exactly one of `file`, `pem`, `jwk`, `secret`, `secret_file`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKeyConfig {
+    /// Key id matched against the token's `kid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    /// A PEM public key, a JWK or a JWKS file (relative to the config file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Inline PEM public key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pem: Option<String>,
+    /// Inline JWK.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
+    pub jwk: Option<serde_json::Value>,
+    /// HMAC secret (HS256/384/512), at least 32 bytes; use `${ENV}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// File holding the HMAC secret (trailing newline ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyAuth {
+    /// Where the key is read: `header:NAME` or `query:NAME`. Default `[header:x-api-key]`.
+    #[serde(default = "default_key_in", rename = "in")]
+    pub r#in: Vec<String>,
+    /// Remove the key from the request before proxying.
+    #[serde(default)]
+    pub hide_credentials: bool,
+}
+
+fn default_key_in() -> Vec<String> {
+    vec!["header:x-api-key".into()]
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionAuth {
+    /// The RFC 7662 introspection endpoint.
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Use `${ENV}`; never shown by `GET /config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// File holding the client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    /// Cache results this long at most (never past the token's `exp`).
+    #[serde(default = "default_cache_for")]
+    pub cache_for: Duration,
+    #[serde(default = "default_auth_timeout")]
+    pub timeout: Duration,
+    /// Claim whose value names a consumer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_claim: Option<String>,
+    /// Response member -> upstream request header.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub forward_claims: BTreeMap<String, String>,
+}
+
+fn default_cache_for() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_auth_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuth {
+    /// The auth service; it receives the request's method, URI and headers (no body).
+    pub url: String,
+    /// Headers copied from a 2xx auth response into the upstream request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy_headers: Vec<String>,
+    #[serde(default = "default_auth_timeout")]
+    pub timeout: Duration,
+}
+
+/// A route's auth requirement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RouteAuth {
+    /// The first provider that accepts the request wins.
+    AnyOf(Vec<String>),
+    /// Every provider must accept the request.
+    AllOf(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Allow {
+    /// The consumer must be in one of these groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The token must carry all of these scopes (`scope` or `scp`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Claims that must equal (or, for arrays, contain) these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<String, String>,
+    /// Client IPs allowed (checked before authentication).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<Cidr>,
+    /// Client IPs refused (checked before authentication).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_ips: Vec<Cidr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Allowed origins (`https://app.example.com`) or `["*"]`.
+    pub origins: Vec<String>,
+    /// Allowed methods. Default: the route's methods, else GET, HEAD, POST.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Allowed request headers. Omitted: the headers a preflight asks for are allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Vec<String>>,
+    /// Response headers exposed to scripts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    /// Allow credentials (cookies, Authorization). Not allowed with `*`.
+    #[serde(default)]
+    pub credentials: bool,
+    /// How long browsers may cache a preflight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Duration>,
 }

@@ -248,9 +248,9 @@ fn unknown_field_at_depth_has_path_and_line() {
 
 #[test]
 fn unknown_top_level_section() {
-    let text = format!("{MINIMAL}consumers:\n  - name: acme\n");
+    let text = format!("{MINIMAL}plugins:\n  - name: acme\n");
     let e = &load_err(&text)[0];
-    assert_eq!(e.path, "consumers");
+    assert_eq!(e.path, "plugins");
     assert_eq!(line(e), 12);
 }
 
@@ -1291,4 +1291,95 @@ fn redis_section_rules() {
     assert!(find(&errors, "routes[0].rate_limit[1]")
         .message
         .contains("already used"));
+}
+
+const AUTH_BASE: &str = "listeners:\n  - name: l\n    addr: 127.0.0.1:0\nupstreams:\n  app:\n    targets:\n      - url: http://127.0.0.1:9\n";
+
+fn auth_errors(rest: &str) -> Vec<ConfigError> {
+    load_err(&format!("{AUTH_BASE}{rest}"))
+}
+
+#[test]
+fn auth_config_loads() {
+    let text = format!(
+        "{AUTH_BASE}consumers:\n  - name: acme\n    groups: [gold]\n    api_keys: [\"sha256:5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8\"]\n\
+         auth:\n  k:\n    type: api_key\n    in: [header:x-api-key, query:api_key]\n    hide_credentials: true\n\
+         \x20 j:\n    type: jwt\n    jwks_url: https://idp.example.com/jwks\n    algorithms: [RS256, ES256]\n    consumer_claim: sub\n    forward_claims: {{ sub: x-user-id }}\n\
+         \x20 i:\n    type: introspection\n    url: https://idp.example.com/introspect\n    client_id: gw\n    client_secret: very-secret\n\
+         \x20 f:\n    type: forward\n    url: http://127.0.0.1:9100/check\n    copy_headers: [x-user-id]\n\
+         routes:\n  - name: r\n    match: {{ path: /* }}\n    upstream: app\n    auth: {{ any_of: [j, k] }}\n    allow: {{ groups: [gold], scopes: [users:read], ips: [0.0.0.0/0] }}\n\
+         \x20   cors: {{ origins: [\"https://app.example.com\"], credentials: true }}\n"
+    );
+    let loaded = load(&text).expect("valid");
+    let red = loaded.config.redacted().to_string();
+    assert!(!red.contains("very-secret"), "{red}");
+    assert!(red.contains(REDACTED));
+}
+
+#[test]
+fn auth_validation_errors_have_paths_and_lines() {
+    let errs = auth_errors(
+        "consumers:\n  - name: a\n    api_keys: [\"plain-text-key\"]\n\
+         auth:\n  j:\n    type: jwt\n    keys: [{ secret: \"0123456789abcdef0123456789abcdef\" }]\n    algorithms: [none, HS256, RS256]\n\
+         routes:\n  - name: r\n    match: { path: /* }\n    upstream: app\n    auth: { any_of: [missing] }\n\
+         \x20   cors: { origins: [\"*\"], credentials: true }\n",
+    );
+    let find = |path: &str, needle: &str| {
+        errs.iter()
+            .find(|e| e.path == path && e.message.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` at {path}: {errs:#?}"))
+            .clone()
+    };
+    assert_eq!(
+        find("consumers[0].api_keys[0]", "sha256")
+            .location
+            .map(|l| l.line),
+        Some(10)
+    );
+    assert_eq!(
+        find("auth.j.algorithms[0]", "never accepted")
+            .location
+            .map(|l| l.line),
+        Some(15)
+    );
+    find("auth.j.algorithms", "confusion");
+    find("auth.j.keys[0]", "HMAC secret cannot verify");
+    assert_eq!(
+        find("routes[0].auth.any_of[0]", "not defined")
+            .location
+            .map(|l| l.line),
+        Some(20)
+    );
+    find("routes[0].cors.origins[0]", "credentials");
+}
+
+#[test]
+fn auth_validation_hs_with_public_key_and_allow_without_auth() {
+    let errs = auth_errors(
+        "auth:\n  j:\n    type: jwt\n    keys: [{ pem: \"-----BEGIN PUBLIC KEY-----\\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\\n-----END PUBLIC KEY-----\\n\" }]\n    algorithms: [HS256]\n\
+         routes:\n  - name: r\n    match: { path: /* }\n    upstream: app\n    allow: { groups: [gold] }\n",
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.path == "auth.j.keys[0]" && e.message.contains("never an HMAC secret")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.path == "routes[0].allow.groups"
+            && e.message.contains("needs an authenticated route")),
+        "{errs:#?}"
+    );
+    let errs = auth_errors("auth:\n  j:\n    type: jwt\n    jwks_url: ftp://x\n    algorithms: [ES512]\n    leeway: 5m\n");
+    for (p, m) in [
+        ("auth.j.jwks_url", "http"),
+        ("auth.j.algorithms[0]", "ES512"),
+        ("auth.j.leeway", "at most"),
+    ] {
+        assert!(
+            errs.iter().any(|e| e.path == p && e.message.contains(m)),
+            "{p}: {errs:#?}"
+        );
+    }
+    let errs = auth_errors("auth:\n  k:\n    type: api_key\n    in: [cookie:x]\n    bogus: 1\n");
+    assert!(!errs.is_empty());
 }

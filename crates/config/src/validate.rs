@@ -350,6 +350,7 @@ pub fn validate(config: &Config) -> Vec<ConfigError> {
     }
     redis(&mut cx, config);
     routes(&mut cx, config);
+    crate::validate_auth::validate(config, &mut cx.errors);
     cx.errors
 }
 

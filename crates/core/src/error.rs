@@ -24,7 +24,12 @@ pub enum GatewayError {
     UriTooLong,
     HeaderFieldsTooLarge,
     RequestTimeout,
+    /// No credential was presented.
     Unauthorized,
+    /// A credential was presented and refused (`error="invalid_token"`, RFC 6750 §3.1).
+    /// Same status, code and message as `Unauthorized`: unknown, revoked, expired and
+    /// forged credentials are indistinguishable (K2).
+    InvalidToken,
     Forbidden,
     /// Over a rate or concurrency limit; `retry_after` is whole seconds (rounded up, at
     /// least 1) for the `Retry-After` header.
@@ -50,7 +55,7 @@ impl GatewayError {
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::HeaderFieldsTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::InvalidToken => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnavailable | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -70,7 +75,7 @@ impl GatewayError {
             Self::UriTooLong => "uri_too_long",
             Self::HeaderFieldsTooLarge => "header_fields_too_large",
             Self::RequestTimeout => "request_timeout",
-            Self::Unauthorized => "unauthorized",
+            Self::Unauthorized | Self::InvalidToken => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable => "unavailable",
@@ -90,7 +95,7 @@ impl GatewayError {
             Self::UriTooLong => "request line is too long",
             Self::HeaderFieldsTooLarge => "request headers are too large",
             Self::RequestTimeout => "request was not received in time",
-            Self::Unauthorized => "missing or invalid credentials",
+            Self::Unauthorized | Self::InvalidToken => "missing or invalid credentials",
             Self::Forbidden => "not allowed",
             Self::RateLimited { .. } => "too many requests",
             Self::Unavailable => "the service is temporarily unavailable",
@@ -109,7 +114,7 @@ impl GatewayError {
             Self::PayloadTooLarge | Self::RateLimited { .. } => 8, // RESOURCE_EXHAUSTED
             Self::UriTooLong | Self::HeaderFieldsTooLarge => 8,
             Self::RequestTimeout | Self::UpstreamTimeout => 4, // DEADLINE_EXCEEDED
-            Self::Unauthorized => 16,                          // UNAUTHENTICATED
+            Self::Unauthorized | Self::InvalidToken => 16,     // UNAUTHENTICATED
             Self::Forbidden => 7,                              // PERMISSION_DENIED
             Self::UpstreamUnavailable | Self::BadGateway | Self::Unavailable => 14, // UNAVAILABLE
             Self::Internal => 13,
@@ -126,6 +131,7 @@ impl GatewayError {
             | Self::HeaderFieldsTooLarge
             | Self::RequestTimeout
             | Self::Unauthorized
+            | Self::InvalidToken
             | Self::Forbidden
             | Self::RateLimited { .. } => Cause::Client,
             Self::UpstreamUnavailable | Self::BadGateway | Self::UpstreamTimeout => Cause::Upstream,
@@ -168,11 +174,22 @@ impl GatewayError {
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
-            if matches!(self, Self::Unauthorized) {
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"gatehouse\""),
-                );
+            match self {
+                Self::Unauthorized => {
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"gatehouse\""),
+                    );
+                }
+                Self::InvalidToken => {
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static(
+                            "Bearer realm=\"gatehouse\", error=\"invalid_token\"",
+                        ),
+                    );
+                }
+                _ => {}
             }
             r
         };

@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub router: Router,
     /// The shared store for `scope: shared` limits, if configured.
     pub redis: Option<RedisSpec>,
+    /// Consumers, auth providers and API key digests.
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl Snapshot {
@@ -165,6 +167,10 @@ pub struct Route {
     /// same upstream (for fixed weights).
     pub sticky: Option<HashOn>,
     pub mirror: Option<MirrorSpec>,
+    /// `None`: a public route.
+    pub auth: Option<crate::auth::AuthRequirement>,
+    pub allow: crate::auth::AllowRules,
+    pub cors: Option<crate::auth::Cors>,
 }
 
 pub struct MirrorSpec {

@@ -40,6 +40,12 @@ pub struct Ctx {
     pub attempts: u32,
     /// The upstream circuit-breaker slot, held until the response body ends.
     pub upstream_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The authenticated consumer's name (or the token subject), for logs and later phases.
+    pub consumer: Option<String>,
+    /// The request's `Origin`, on a route with CORS.
+    pub cors_origin: Option<HeaderValue>,
+    /// The matched route has CORS and this is not a preflight: add CORS response headers.
+    pub cors_actual: bool,
 }
 
 impl Ctx {
@@ -92,6 +98,9 @@ impl Ctx {
             in_flight: None,
             attempts: 0,
             upstream_permit: None,
+            consumer: None,
+            cors_origin: None,
+            cors_actual: false,
         }
     }
 

@@ -34,6 +34,8 @@ pub struct Active {
     /// Rate-limit state per route index, resolved against `Shared::ratelimiters`.
     pub limits: Vec<Option<Arc<RouteLimits>>>,
     pub redis: Option<Arc<RedisStore>>,
+    /// Per auth provider: its JWKS or introspection cache (kept across reloads).
+    pub auth: Vec<crate::policy::auth::ProviderRuntime>,
 }
 
 impl Active {
@@ -42,6 +44,7 @@ impl Active {
         upstreams: Vec<ResolvedUpstream>,
         limits: Vec<Option<Arc<RouteLimits>>>,
         redis: Option<Arc<RedisStore>>,
+        auth: Vec<crate::policy::auth::ProviderRuntime>,
     ) -> Active {
         Active {
             route_metrics: snapshot
@@ -59,6 +62,7 @@ impl Active {
             upstreams,
             limits,
             redis,
+            auth,
         }
     }
 }
@@ -85,6 +89,8 @@ pub struct Shared {
     pub dns: DnsCache,
     dns_refresher: Mutex<Option<tokio::task::JoinHandle<()>>>,
     pub mirrors: Mirrors,
+    /// Long-lived auth state (JWKS and introspection caches, the auth HTTP client).
+    pub auth: crate::policy::auth::AuthState,
     pub(crate) conn_limit: Arc<Semaphore>,
     conn_limit_size: AtomicUsize,
     /// Flipped to true when every connection and tunnel must close now (hard deadline).
@@ -109,7 +115,8 @@ impl Shared {
             })
             .collect();
         let resolved = self.ratelimiters.resolve(&snapshot);
-        Active::new(snapshot, upstreams, resolved.routes, resolved.redis)
+        let auth = self.auth.resolve(&snapshot);
+        Active::new(snapshot, upstreams, resolved.routes, resolved.redis, auth)
     }
 
     /// Makes `active` live, then brings the background work in line with it: health checks
@@ -235,6 +242,7 @@ impl Gateway {
                 Vec::new(),
                 Vec::new(),
                 None,
+                Vec::new(),
             )),
             ratelimiters: RateLimiters::new(opts.metrics.clone()),
             metrics: opts.metrics,
@@ -245,6 +253,7 @@ impl Gateway {
             dns,
             dns_refresher: Mutex::new(None),
             mirrors: Mirrors::default(),
+            auth: Default::default(),
             conn_limit: Arc::new(Semaphore::new(max_conns)),
             conn_limit_size: AtomicUsize::new(max_conns),
             hard_stop,

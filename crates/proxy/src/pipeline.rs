@@ -25,7 +25,13 @@ use gatehouse_telemetry::AccessRecord;
 use crate::body::{self, Body, LimitedBody, OnComplete, ResponseBody, ResponseInner};
 use crate::context::Ctx;
 use crate::gateway::{Active, Shared};
-use crate::policy::{body_limit, forwarded, headers as header_policy, ratelimit, rewrite};
+use gatehouse_core::auth::{AuthRequirement, KeySource, ProviderKind};
+use gatehouse_core::Snapshot;
+
+use crate::policy::{
+    api_key, auth, authz, body_limit, cors, forwarded, headers as header_policy, ip, ratelimit,
+    rewrite,
+};
 use crate::server::conn::ConnInfo;
 use crate::{normalize, route, upgrade, upstream};
 
@@ -43,10 +49,18 @@ pub async fn handle(
         &active.snapshot,
     );
     shared.metrics.in_flight.inc();
-    let resp = match run(req, &mut ctx, &active, &conn, &shared).await {
+    let mut resp = match run(req, &mut ctx, &active, &conn, &shared).await {
         Ok(r) => r,
         Err(e) => local_response(&e, &mut ctx).map(ResponseInner::Local),
     };
+    if ctx.cors_actual {
+        if let Some(c) = ctx
+            .route
+            .and_then(|i| active.snapshot.routes[i].cors.as_ref())
+        {
+            cors::apply(c, ctx.cors_origin.as_ref(), resp.headers_mut());
+        }
+    }
     finish(resp, ctx, active, shared, conn)
 }
 
@@ -72,7 +86,24 @@ async fn run(
     let target = normalize::target(&parts.uri, parts.version, &parts.headers)
         .inspect_err(|_| ctx.close = true)?;
 
-    // route
+    // route; a CORS preflight is routed with the method it asks about, and answered here
+    // (CORS preflight phase) when that route has CORS: before IP rules and authentication,
+    // since browsers never send credentials on a preflight.
+    if let Some(asked) = cors::preflight_method(&parts.method, &parts.headers) {
+        if let Ok((idx, _)) = route::find(
+            &snap.router,
+            &target.host,
+            &target.route,
+            &asked,
+            &parts.headers,
+        ) {
+            if let Some(c) = &snap.routes[idx].cors {
+                ctx.route = Some(idx);
+                return cors::preflight(c, &asked, &parts.headers)
+                    .map(|r| r.map(ResponseInner::from));
+            }
+        }
+    }
     let (route_idx, params) = route::find(
         &snap.router,
         &target.host,
@@ -87,8 +118,50 @@ async fn run(
         panic!("test hook: panic inside the pipeline");
     }
 
-    // CORS preflight, IP allow/deny, authenticate, authorize: see their issues; each is one
-    // file under policy/ called here, in this order.
+    if route.cors.is_some() {
+        ctx.cors_actual = true;
+        ctx.cors_origin = parts.headers.get(header::ORIGIN).cloned();
+    }
+
+    // IP allow/deny
+    if route.allow.has_ip_rules() {
+        ip::check(&route.allow, ctx.client_ip)
+            .inspect_err(|_| close_if_unread_body(ctx, &parts.headers))?;
+    }
+
+    // authenticate
+    let identity = match &route.auth {
+        None => None,
+        Some(requirement) => {
+            redact_key_params(ctx, requirement, snap);
+            let areq = auth::AuthRequest {
+                method: &parts.method,
+                uri: &parts.uri,
+                headers: &parts.headers,
+                ctx,
+            };
+            match auth::authenticate(&areq, requirement, snap, &active.auth, &shared.auth).await {
+                Ok(id) => Some(id),
+                Err(failure) => {
+                    // A local answer leaves the request body unread (S12).
+                    close_if_unread_body(ctx, &parts.headers);
+                    return match failure {
+                        auth::AuthFailure::Missing => Err(GatewayError::Unauthorized),
+                        auth::AuthFailure::Invalid => Err(GatewayError::InvalidToken),
+                        auth::AuthFailure::Unavailable => Err(GatewayError::UpstreamUnavailable),
+                        auth::AuthFailure::Respond(r) => Ok(r.map(ResponseInner::from)),
+                    };
+                }
+            }
+        }
+    };
+    if let Some(id) = &identity {
+        ctx.consumer = id.consumer_name(snap).map(str::to_string);
+    }
+
+    // authorize
+    authz::check(&route.allow, identity.as_ref(), snap)
+        .inspect_err(|_| close_if_unread_body(ctx, &parts.headers))?;
 
     // rate limit / concurrency
     if let Some(limits) = active.limits.get(route_idx).and_then(Option::as_ref) {
@@ -108,8 +181,15 @@ async fn run(
         upgrade::check_handshake(&parts.method, parts.version, &parts.headers)?;
     }
     body_limit::check_declared(&parts.headers, route.max_body).inspect_err(|_| ctx.close = true)?;
+    // hide_credentials: a query-string API key never reaches the upstream.
+    let mut query: Option<String> = target.query.map(str::to_string);
+    for src in identity.iter().flat_map(|id| id.hide.iter()) {
+        if let KeySource::Query(name) = src {
+            query = query.and_then(|q| api_key::remove_query_param(&q, name));
+        }
+    }
     let path_and_query =
-        rewrite::upstream_path(&route.rewrite, &target.forward, target.query, &params);
+        rewrite::upstream_path(&route.rewrite, &target.forward, query.as_deref(), &params);
     let authority = HeaderValue::from_str(&target.authority)
         .map_err(|_| GatewayError::BadRequest("invalid host"))?;
     drop(params);
@@ -134,6 +214,21 @@ async fn run(
 
     header_policy::strip_hop_by_hop(&mut parts.headers, true, websocket);
     header_policy::strip_spoofable(&mut parts.headers, ctx.peer_trusted);
+    // Client copies of every identity header any provider sets are gone before the
+    // gateway sets its own (X2), on public routes too.
+    for name in &snap.auth.identity_headers {
+        parts.headers.remove(name);
+    }
+    if let Some(id) = &identity {
+        for src in &id.hide {
+            if let KeySource::Header(name) = src {
+                parts.headers.remove(name);
+            }
+        }
+        for (name, value) in &id.headers {
+            parts.headers.insert(name.clone(), value.clone());
+        }
+    }
     forwarded::add_forwarded(
         &mut parts.headers,
         ctx,
@@ -213,6 +308,33 @@ async fn run(
     Ok(resp.map(ResponseInner::Upstream))
 }
 
+/// A request whose body the gateway will not read cannot leave its connection reusable.
+fn close_if_unread_body(ctx: &mut Ctx, headers: &http::HeaderMap) {
+    if headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+    {
+        ctx.close = true;
+    }
+}
+
+/// API keys given in the query are never written to the access log (K4).
+fn redact_key_params(ctx: &mut Ctx, requirement: &AuthRequirement, snap: &Snapshot) {
+    if !ctx.log_path.contains('?') {
+        return;
+    }
+    for &p in requirement.providers() {
+        if let ProviderKind::ApiKey(k) = &snap.auth.providers[p].kind {
+            for src in &k.sources {
+                if let KeySource::Query(name) = src {
+                    ctx.log_path = api_key::redact_log_param(&ctx.log_path, name);
+                }
+            }
+        }
+    }
+}
+
 fn local_response(e: &GatewayError, ctx: &mut Ctx) -> Response<Body> {
     ctx.error = Some(e.code());
     if e == &GatewayError::PayloadTooLarge
@@ -273,7 +395,7 @@ impl OnComplete for Completion {
                 upstream: upstream_name,
                 upstream_ms: ctx.upstream_ms,
                 attempts: (ctx.attempts > 0).then_some(ctx.attempts),
-                consumer: None,
+                consumer: ctx.consumer.as_deref(),
                 client_ip: ctx.client_ip,
                 bytes_in: ctx.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
                 bytes_out,

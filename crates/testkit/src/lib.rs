@@ -19,6 +19,7 @@ pub mod echo;
 pub mod gateway;
 pub mod grpc;
 pub mod http1;
+pub mod jwt;
 pub mod raw;
 pub mod redis;
 mod task;

@@ -5,9 +5,14 @@
 mod common;
 
 mod admin;
+mod auth_external;
+mod auth_jwt;
+mod auth_keys;
+mod authz;
 mod balance;
 mod breaker;
 mod cli;
+mod cors;
 mod dns;
 mod examples;
 mod faults;

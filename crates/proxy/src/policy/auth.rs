@@ -1,0 +1,387 @@
+//! The authenticate phase: runs a route's providers (`any_of` / `all_of`) and produces the
+//! request's [`Identity`]. Long-lived provider state (JWKS caches, introspection caches) is
+//! held by [`AuthState`] in `Shared`, keyed by provider name and config fingerprint, so a
+//! reload keeps warm caches when a provider is unchanged.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Response};
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use gatehouse_core::auth::{AuthRequirement, KeySource, Provider, ProviderKind};
+use gatehouse_core::Snapshot;
+
+use super::api_key;
+use super::forward_auth;
+use super::introspection::IntrospectionCache;
+use super::jwks::JwksCache;
+use super::jwt::{self, Claims};
+use crate::body::Body;
+use crate::context::Ctx;
+
+pub type AuthClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Longest identity header value the gateway forwards (X4).
+pub const MAX_IDENTITY_VALUE: usize = 4096;
+
+fn new_client() -> AuthClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let https = match builder
+        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
+    {
+        Ok(b) => b.https_or_http().enable_http1().wrap_connector(http),
+        Err(e) => {
+            tracing::error!(
+                "TLS setup for auth clients failed: {e}; HTTPS auth services will fail"
+            );
+            hyper_rustls::HttpsConnector::from((
+                http,
+                Arc::new(
+                    rustls::ClientConfig::builder_with_provider(Arc::new(
+                        rustls::crypto::ring::default_provider(),
+                    ))
+                    .with_safe_default_protocol_versions()
+                    .map(|b| {
+                        b.with_root_certificates(rustls::RootCertStore::empty())
+                            .with_no_client_auth()
+                    })
+                    .unwrap_or_else(|_| {
+                        rustls::ClientConfig::builder()
+                            .with_root_certificates(rustls::RootCertStore::empty())
+                            .with_no_client_auth()
+                    }),
+                ),
+            ))
+        }
+    };
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(https)
+}
+
+/// Per-provider runtime objects, resolved for each snapshot (index = provider index).
+#[derive(Clone)]
+pub enum ProviderRuntime {
+    None,
+    Jwks(Arc<JwksCache>),
+    Introspection(Arc<IntrospectionCache>),
+}
+
+#[derive(Default)]
+pub struct AuthState {
+    client: OnceLock<AuthClient>,
+    jwks: Mutex<HashMap<String, (String, Arc<JwksCache>)>>,
+    introspection: Mutex<HashMap<String, (String, Arc<IntrospectionCache>)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl AuthState {
+    pub fn client(&self) -> &AuthClient {
+        self.client.get_or_init(new_client)
+    }
+
+    /// Runtime objects for `snap`'s providers. Unchanged providers keep their caches; caches
+    /// of removed or changed providers are dropped (their refreshers stop).
+    pub fn resolve(&self, snap: &Snapshot) -> Vec<ProviderRuntime> {
+        let mut jwks = lock(&self.jwks);
+        let mut intro = lock(&self.introspection);
+        let mut out = Vec::new();
+        let mut keep = Vec::new();
+        for p in &snap.auth.providers {
+            keep.push(p.name.clone());
+            let rt = match &p.kind {
+                ProviderKind::Jwt(j) => match &j.jwks {
+                    Some(src) => {
+                        let cache = match jwks.get(&p.name) {
+                            Some((fp, c)) if *fp == p.fingerprint => c.clone(),
+                            _ => {
+                                let c = JwksCache::start(src.clone(), self.client().clone());
+                                jwks.insert(p.name.clone(), (p.fingerprint.clone(), c.clone()));
+                                c
+                            }
+                        };
+                        ProviderRuntime::Jwks(cache)
+                    }
+                    None => ProviderRuntime::None,
+                },
+                ProviderKind::Introspection(_) => {
+                    let cache = match intro.get(&p.name) {
+                        Some((fp, c)) if *fp == p.fingerprint => c.clone(),
+                        _ => {
+                            let c = Arc::new(IntrospectionCache::default());
+                            intro.insert(p.name.clone(), (p.fingerprint.clone(), c.clone()));
+                            c
+                        }
+                    };
+                    ProviderRuntime::Introspection(cache)
+                }
+                _ => ProviderRuntime::None,
+            };
+            out.push(rt);
+        }
+        jwks.retain(|k, _| keep.contains(k));
+        intro.retain(|k, _| keep.contains(k));
+        out
+    }
+}
+
+/// Who the request is, as far as the gateway knows.
+#[derive(Default)]
+pub struct Identity {
+    pub consumer: Option<usize>,
+    /// The consumer claim's value when it names no configured consumer (logged).
+    pub subject: Option<String>,
+    pub claims: Option<Arc<Claims>>,
+    /// Headers to set on the upstream request (after client copies were stripped).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Credentials to remove before proxying (`hide_credentials`).
+    pub hide: Vec<KeySource>,
+}
+
+impl Identity {
+    fn merge(&mut self, other: Identity) {
+        if self.consumer.is_none() {
+            self.consumer = other.consumer;
+        }
+        if self.subject.is_none() {
+            self.subject = other.subject;
+        }
+        if self.claims.is_none() {
+            self.claims = other.claims;
+        }
+        self.headers.extend(other.headers);
+        self.hide.extend(other.hide);
+    }
+
+    pub fn consumer_name<'a>(&'a self, snap: &'a Snapshot) -> Option<&'a str> {
+        self.consumer
+            .map(|c| snap.auth.consumers[c].name.as_str())
+            .or(self.subject.as_deref())
+    }
+}
+
+/// Why authentication did not admit the request. Ordered: the most specific wins when
+/// several `any_of` providers fail.
+pub enum AuthFailure {
+    /// No credential for this provider was presented -> 401.
+    Missing,
+    /// A credential was presented and refused -> 401 `error="invalid_token"`.
+    Invalid,
+    /// The auth service (introspection, forward auth) could not be asked -> 503.
+    Unavailable,
+    /// Forward auth refused: its response goes to the client.
+    Respond(Box<Response<Body>>),
+}
+
+impl AuthFailure {
+    fn rank(&self) -> u8 {
+        match self {
+            AuthFailure::Missing => 0,
+            AuthFailure::Invalid => 1,
+            AuthFailure::Unavailable => 2,
+            AuthFailure::Respond(_) => 3,
+        }
+    }
+}
+
+/// What a provider sees of the request.
+pub struct AuthRequest<'a> {
+    pub method: &'a http::Method,
+    pub uri: &'a http::Uri,
+    pub headers: &'a HeaderMap,
+    pub ctx: &'a Ctx,
+}
+
+pub async fn authenticate(
+    req: &AuthRequest<'_>,
+    requirement: &AuthRequirement,
+    snap: &Snapshot,
+    runtimes: &[ProviderRuntime],
+    state: &AuthState,
+) -> Result<Identity, AuthFailure> {
+    match requirement {
+        AuthRequirement::AnyOf(list) => {
+            let mut worst = AuthFailure::Missing;
+            for &i in list {
+                match run_provider(req, i, snap, runtimes, state).await {
+                    Ok(id) => return Ok(id),
+                    Err(f) if f.rank() >= worst.rank() => worst = f,
+                    Err(_) => {}
+                }
+            }
+            Err(worst)
+        }
+        AuthRequirement::AllOf(list) => {
+            let mut identity = Identity::default();
+            for &i in list {
+                identity.merge(run_provider(req, i, snap, runtimes, state).await?);
+            }
+            Ok(identity)
+        }
+    }
+}
+
+async fn run_provider(
+    req: &AuthRequest<'_>,
+    index: usize,
+    snap: &Snapshot,
+    runtimes: &[ProviderRuntime],
+    state: &AuthState,
+) -> Result<Identity, AuthFailure> {
+    let p: &Provider = &snap.auth.providers[index];
+    let rt = runtimes
+        .get(index)
+        .cloned()
+        .unwrap_or(ProviderRuntime::None);
+    let result = match &p.kind {
+        ProviderKind::Jwt(j) => {
+            let token = bearer(req.headers)?;
+            let parsed = jwt::parse(token, j).map_err(|e| refused(p, &e))?;
+            let mut outcome = parsed.verify_with(&j.keys);
+            if outcome.is_err() {
+                if let ProviderRuntime::Jwks(cache) = &rt {
+                    let mut keys = cache.keys();
+                    outcome = parsed.verify_with(&keys);
+                    // Key rotation: an unknown kid (or no keys yet) asks for one refetch,
+                    // rate-limited inside the cache (J4).
+                    if outcome == Err(jwt::JwtError::UnknownKid) || keys.is_empty() {
+                        keys = cache.refresh_for_unknown_kid().await;
+                        outcome = parsed.verify_with(&keys);
+                    }
+                }
+            }
+            outcome.map_err(|e| refused(p, &e))?;
+            let claims = parsed
+                .claims(j, jwt::now_secs())
+                .map_err(|e| refused(p, &e))?;
+            identity_from_claims(p, snap, Arc::new(claims))
+        }
+        ProviderKind::ApiKey(k) => api_key::authenticate(k, req, snap),
+        ProviderKind::Introspection(x) => {
+            let token = bearer(req.headers)?;
+            let ProviderRuntime::Introspection(cache) = &rt else {
+                return Err(AuthFailure::Unavailable);
+            };
+            let claims = super::introspection::introspect(x, cache, state.client(), token).await?;
+            identity_from_claims(p, snap, claims)
+        }
+        ProviderKind::Forward(f) => forward_auth::check(f, req, state.client()).await,
+    };
+    result
+}
+
+fn refused(p: &Provider, e: &jwt::JwtError) -> AuthFailure {
+    tracing::debug!(provider = %p.name, reason = ?e, "token refused");
+    AuthFailure::Invalid
+}
+
+/// The bearer token from the one `Authorization` header. Two headers are ambiguous (K3).
+pub fn bearer(headers: &HeaderMap) -> Result<&str, AuthFailure> {
+    let mut all = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(v) = all.next() else {
+        return Err(AuthFailure::Missing);
+    };
+    if all.next().is_some() {
+        return Err(AuthFailure::Invalid);
+    }
+    let s = v.to_str().map_err(|_| AuthFailure::Invalid)?;
+    let (scheme, token) = s.split_once(' ').ok_or(AuthFailure::Missing)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Another scheme (Basic...) is not a credential for this provider.
+        return Err(AuthFailure::Missing);
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(AuthFailure::Invalid);
+    }
+    Ok(token)
+}
+
+/// A claim as a header value: strings as-is, numbers and booleans printed, arrays of
+/// strings joined with spaces, objects as JSON. CR/LF/NUL or oversized values fail (X4).
+pub fn claim_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        serde_json::Value::Array(a) => Some(
+            a.iter()
+                .map(|x| match x {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        serde_json::Value::Object(_) => Some(v.to_string()),
+        serde_json::Value::Null => None,
+    }
+}
+
+fn header_value(text: &str) -> Result<HeaderValue, AuthFailure> {
+    if text.len() > MAX_IDENTITY_VALUE || text.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f)
+    {
+        return Err(AuthFailure::Invalid);
+    }
+    HeaderValue::from_str(text).map_err(|_| AuthFailure::Invalid)
+}
+
+pub(crate) fn consumer_headers(
+    snap: &Snapshot,
+    consumer: usize,
+    out: &mut Vec<(HeaderName, HeaderValue)>,
+) {
+    let c = &snap.auth.consumers[consumer];
+    out.push((
+        HeaderName::from_static("x-consumer-username"),
+        c.header_name.clone(),
+    ));
+    if let Some(g) = &c.header_groups {
+        out.push((HeaderName::from_static("x-consumer-groups"), g.clone()));
+    }
+}
+
+pub(crate) fn identity_from_claims(
+    p: &Provider,
+    snap: &Snapshot,
+    claims: Arc<Claims>,
+) -> Result<Identity, AuthFailure> {
+    let mut id = Identity::default();
+    if let Some(name) = &p.consumer_claim {
+        if let Some(v) = claims.get(name).and_then(|v| v.as_str()) {
+            match snap.auth.consumer_index.get(v) {
+                Some(&c) => {
+                    id.consumer = Some(c);
+                    consumer_headers(snap, c, &mut id.headers);
+                }
+                None => {
+                    if v.len() <= 256 && !v.contains(|c: char| c.is_control()) {
+                        id.subject = Some(v.to_string());
+                    }
+                }
+            }
+        }
+    }
+    for (claim, header) in &p.forward_claims {
+        if let Some(text) = claims.get(claim).and_then(claim_text) {
+            id.headers.push((header.clone(), header_value(&text)?));
+        }
+    }
+    id.claims = Some(claims);
+    Ok(id)
+}
