@@ -117,6 +117,7 @@ pub fn run(config: &Path, method: &str, url: &str, headers: &[String]) -> ExitCo
                         gatehouse_core::snapshot::LimitKey::Ip => "ip".to_string(),
                         gatehouse_core::snapshot::LimitKey::Route => "route".to_string(),
                         gatehouse_core::snapshot::LimitKey::Header(h) => format!("header:{h}"),
+                        gatehouse_core::snapshot::LimitKey::Consumer => "consumer".to_string(),
                     };
                     let scope = match (l.scope, l.sync) {
                         (gatehouse_core::snapshot::LimitScope::Local, _) => "local".to_string(),

@@ -458,7 +458,8 @@ fn rate_limits(
                     }
                 }
             }
-            Ok(crate::validate::LimitKey::Consumer) | Err(_) => {
+            Ok(crate::validate::LimitKey::Consumer) => LimitKey::Consumer,
+            Err(_) => {
                 err(
                     format!("{base}.rate_limit[{j}].key"),
                     "unsupported rate-limit key".into(),

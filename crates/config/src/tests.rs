@@ -1233,9 +1233,7 @@ routes:
     assert_eq!(line(find(&errors, "routes[0].rate_limit[1].per")), 16);
     let consumer = find(&errors, "routes[0].rate_limit[1].key");
     assert!(
-        consumer
-            .message
-            .contains("requires authentication (not built yet)"),
+        consumer.message.contains("needs `auth` on this route"),
         "{consumer}"
     );
     assert!(find(&errors, "routes[0].rate_limit[1].scope")

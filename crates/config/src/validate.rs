@@ -516,9 +516,9 @@ fn route_limits(cx: &mut Ctx, path: &str, route: &Route, config: &Config) {
         }
         match parse_limit_key(&l.key) {
             Err(e) => cx.err(&push_key(&p, "key"), e),
-            Ok(LimitKey::Consumer) => cx.err(
+            Ok(LimitKey::Consumer) if route.auth.is_none() => cx.err(
                 &push_key(&p, "key"),
-                "key `consumer` requires authentication (not built yet): use `ip`, `route` or `header:NAME`",
+                "key `consumer` needs `auth` on this route (a public route has no consumer): use `ip`, `route` or `header:NAME`",
             ),
             Ok(_) => {}
         }

@@ -231,6 +231,9 @@ pub enum LimitKey {
     Route,
     /// The first value of this request header; requests without it are counted by IP.
     Header(HeaderName),
+    /// The authenticated consumer (its name, or the token subject when it names no
+    /// configured consumer); a request without one is counted by IP.
+    Consumer,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -199,15 +199,27 @@ async fn run(
     // remove a cookie used as key): the canary split (sticky by a header or cookie), then the
     // consistent-hash key. Target choice happens in `forward`.
     let sticky = route.sticky.as_ref().and_then(|on| {
-        upstream::balance::request_hash(on, &parts.headers, ctx.client_ip, &path_and_query)
+        upstream::balance::request_hash(
+            on,
+            &parts.headers,
+            ctx.client_ip,
+            ctx.consumer.as_deref(),
+            &path_and_query,
+        )
     });
     let up_idx = route.target.pick(sticky, |n| fastrand::u32(0..n));
     ctx.upstream = Some(up_idx);
     let ups = &snap.upstreams[up_idx];
     let hash = if ups.balance == Balance::ConsistentHash {
         let path = path_and_query.split('?').next().unwrap_or("");
-        upstream::balance::request_hash(&ups.hash_on, &parts.headers, ctx.client_ip, path)
-            .or_else(|| Some(upstream::balance::hash_ip(ctx.client_ip)))
+        upstream::balance::request_hash(
+            &ups.hash_on,
+            &parts.headers,
+            ctx.client_ip,
+            ctx.consumer.as_deref(),
+            path,
+        )
+        .or_else(|| Some(upstream::balance::hash_ip(ctx.client_ip)))
     } else {
         None
     };

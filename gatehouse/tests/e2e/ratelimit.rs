@@ -580,3 +580,52 @@ async fn shared_scope_without_redis_is_rejected() {
         "{errors}"
     );
 }
+
+/// `key: consumer` counts each authenticated consumer separately (issue 5 × issue 4): one
+/// consumer exhausting its quota does not affect another, and a spoofed identity header
+/// cannot choose the counter.
+#[tokio::test]
+async fn consumer_key_limits_each_consumer_separately() {
+    fn sha(s: &str) -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(s.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+    let up = EchoUpstream::start("u").await.expect("upstream");
+    let yaml = format!(
+        "listeners:\n  - name: public\n    addr: 127.0.0.1:0\nupstreams:\n  app:\n    targets:\n      - url: {}\n\
+         consumers:\n  - name: acme\n    api_keys: [\"sha256:{}\"]\n  - name: other\n    api_keys: [\"sha256:{}\"]\n\
+         auth:\n  keys:\n    type: api_key\n    in: [header:x-api-key]\n\
+         routes:\n  - name: r\n    match: {{ path: /* }}\n    upstream: app\n    auth: {{ any_of: [keys] }}\n    rate_limit:\n      - {{ requests: 2, per: 1m, key: consumer }}\n",
+        up.url(),
+        sha("acme-key-0123456789"),
+        sha("other-key-0123456789")
+    );
+    let gw = TestGateway::start(&yaml).await.expect("gateway");
+    let c = client();
+    let send = |key: &'static str| {
+        let c = c.clone();
+        let url = gw.url("/x");
+        async move {
+            c.get(url)
+                .header("x-api-key", key)
+                .header("x-consumer-id", "other")
+                .send()
+                .await
+                .expect("send")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(send("acme-key-0123456789").await, 200);
+    assert_eq!(send("acme-key-0123456789").await, 200);
+    assert_eq!(send("acme-key-0123456789").await, 429);
+    // Another consumer has its own counter.
+    assert_eq!(send("other-key-0123456789").await, 200);
+    assert_eq!(send("other-key-0123456789").await, 200);
+    assert_eq!(send("other-key-0123456789").await, 429);
+    // Unauthenticated requests never reach the limiter: 401, not 429.
+    assert_eq!(send("wrong-key-0123456789").await, 401);
+}

@@ -31,16 +31,28 @@ pub enum KeyRef<'a> {
     Ip(IpAddr),
     Route,
     Header(&'a [u8]),
+    Consumer(&'a str),
 }
 
 /// The key of `limit` for this request. A `header:NAME` limit counts requests without the
 /// header by client IP (a distinct key space, so a header value equal to an IP is not the IP).
-pub fn key_ref<'a>(key: &LimitKey, client_ip: IpAddr, headers: &'a HeaderMap) -> KeyRef<'a> {
+pub fn key_ref<'a>(
+    key: &LimitKey,
+    client_ip: IpAddr,
+    headers: &'a HeaderMap,
+    consumer: Option<&'a str>,
+) -> KeyRef<'a> {
     match key {
         LimitKey::Ip => KeyRef::Ip(client_ip),
         LimitKey::Route => KeyRef::Route,
         LimitKey::Header(name) => match headers.get(name) {
             Some(v) => KeyRef::Header(v.as_bytes()),
+            None => KeyRef::Ip(client_ip),
+        },
+        // Rate limiting runs after authentication, so a consumer is known here whenever the
+        // route authenticated the request.
+        LimitKey::Consumer => match consumer {
+            Some(c) => KeyRef::Consumer(c),
             None => KeyRef::Ip(client_ip),
         },
     }
@@ -59,23 +71,28 @@ pub fn redis_key(prefix: &str, key: &KeyRef<'_>) -> String {
             let _ = write!(k, "ip:{ip}");
         }
         KeyRef::Route => k.push_str("route"),
-        KeyRef::Header(v) => {
-            let verbatim = v.len() <= MAX_VERBATIM
-                && v.iter()
-                    .all(|b| b.is_ascii_graphic() && !matches!(b, b'{' | b'}' | b'%'));
-            if verbatim {
-                k.push_str("h:");
-                k.extend(v.iter().map(|b| char::from(*b)));
-            } else {
-                k.push_str("hs:");
-                for b in &Sha256::digest(v)[..16] {
-                    let _ = write!(k, "{b:02x}");
-                }
-            }
-        }
+        KeyRef::Consumer(c) => push_value(&mut k, "c:", "cs:", c.as_bytes()),
+        KeyRef::Header(v) => push_value(&mut k, "h:", "hs:", v),
     }
     k.push('}');
     k
+}
+
+/// Appends `verbatim_tag` + the value, or `hashed_tag` + a SHA-256 prefix when the value
+/// could break the `{...}` hash tag or bloat Redis.
+fn push_value(k: &mut String, verbatim_tag: &str, hashed_tag: &str, v: &[u8]) {
+    let verbatim = v.len() <= MAX_VERBATIM
+        && v.iter()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'{' | b'}' | b'%'));
+    if verbatim {
+        k.push_str(verbatim_tag);
+        k.extend(v.iter().map(|b| char::from(*b)));
+    } else {
+        k.push_str(hashed_tag);
+        for b in &Sha256::digest(v)[..16] {
+            let _ = write!(k, "{b:02x}");
+        }
+    }
 }
 
 /// Whole seconds for `Retry-After` / `t=`: rounded up, so a client that waits that long is
@@ -115,7 +132,7 @@ pub async fn check(
     let mut header = String::with_capacity(32 * rl.limits.len());
     let mut errored = false;
     for l in &rl.limits {
-        let key = key_ref(&l.spec.key, ctx.client_ip, headers);
+        let key = key_ref(&l.spec.key, ctx.client_ip, headers, ctx.consumer.as_deref());
         let outcome = match l.spec.scope {
             LimitScope::Local => Outcome::Decided(l.local.check(key)),
             LimitScope::Shared => match shared(l, key, store, redis).await {
@@ -230,21 +247,29 @@ mod tests {
         let ip: IpAddr = "203.0.113.7".parse().expect("ip");
         let name = http::HeaderName::from_static("x-api-key");
         assert_eq!(
-            key_ref(&LimitKey::Header(name.clone()), ip, &h),
+            key_ref(&LimitKey::Header(name.clone()), ip, &h, None),
             KeyRef::Ip(ip)
         );
         h.insert("x-api-key", HeaderValue::from_static("abc"));
-        let k = key_ref(&LimitKey::Header(name.clone()), ip, &h);
+        let k = key_ref(&LimitKey::Header(name.clone()), ip, &h, None);
         assert_eq!(k, KeyRef::Header(b"abc"));
         assert_eq!(
             redis_key("gatehouse:rl:{r|default|", &k),
             "gatehouse:rl:{r|default|h:abc}"
         );
         assert_eq!(
-            redis_key("p{", &key_ref(&LimitKey::Ip, ip, &h)),
+            redis_key("p{", &key_ref(&LimitKey::Ip, ip, &h, None)),
             "p{ip:203.0.113.7}"
         );
         assert_eq!(redis_key("p{", &KeyRef::Route), "p{route}");
+        // Consumers: by name, anonymous requests by IP, in their own key space.
+        assert_eq!(
+            key_ref(&LimitKey::Consumer, ip, &h, Some("acme")),
+            KeyRef::Consumer("acme")
+        );
+        assert_eq!(key_ref(&LimitKey::Consumer, ip, &h, None), KeyRef::Ip(ip));
+        assert_eq!(redis_key("p{", &KeyRef::Consumer("acme")), "p{c:acme}");
+        assert!(redis_key("p{", &KeyRef::Consumer("a{b")).starts_with("p{cs:"));
         // Braces would move the cluster hash tag; long values would bloat Redis.
         let braces = redis_key("p{", &KeyRef::Header(b"a}b"));
         assert!(braces.starts_with("p{hs:") && braces.ends_with('}'));

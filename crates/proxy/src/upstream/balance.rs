@@ -8,15 +8,21 @@ use http::{header, HeaderMap};
 use gatehouse_core::upstream::{hash_bytes, HashOn};
 
 /// The hash of the request's key, or `None` when the request has no such key (a missing
-/// header or cookie). `consumer` hashes the client IP until authentication exists.
+/// header or cookie). `consumer` is the authenticated consumer; an anonymous request
+/// hashes its client IP.
 pub fn request_hash(
     on: &HashOn,
     headers: &HeaderMap,
     client_ip: IpAddr,
+    consumer: Option<&str>,
     path: &str,
 ) -> Option<u64> {
     match on {
-        HashOn::Ip | HashOn::Consumer => Some(hash_ip(client_ip)),
+        HashOn::Ip => Some(hash_ip(client_ip)),
+        HashOn::Consumer => Some(match consumer {
+            Some(c) => hash_bytes(c.as_bytes()),
+            None => hash_ip(client_ip),
+        }),
         HashOn::Path => Some(hash_bytes(path.as_bytes())),
         HashOn::Header(name) => headers.get(name).map(|v| hash_bytes(v.as_bytes())),
         HashOn::Cookie(name) => cookie(headers, name).map(hash_bytes),
@@ -58,10 +64,21 @@ mod tests {
         assert_eq!(cookie(&h, "x"), Some(&b"2"[..]));
         assert_eq!(cookie(&h, "si"), None);
         let ip: IpAddr = "10.1.2.3".parse().expect("ip");
-        assert!(request_hash(&HashOn::Header("x-user".parse().expect("h")), &h, ip, "/").is_none());
+        assert!(request_hash(
+            &HashOn::Header("x-user".parse().expect("h")),
+            &h,
+            ip,
+            None,
+            "/"
+        )
+        .is_none());
         assert_eq!(
-            request_hash(&HashOn::Consumer, &h, ip, "/"),
+            request_hash(&HashOn::Consumer, &h, ip, None, "/"),
             Some(hash_ip(ip))
+        );
+        assert_eq!(
+            request_hash(&HashOn::Consumer, &h, ip, Some("acme"), "/"),
+            Some(hash_bytes(b"acme"))
         );
     }
 }
