@@ -55,8 +55,9 @@ impl ResolvesClientCert for ClientCert {
 }
 
 /// `verify: false`: accepts any certificate (signatures are still checked for the handshake).
+/// Public so the test kit's insecure probe client uses this same verifier.
 #[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+pub struct NoVerify(pub Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for NoVerify {
     fn verify_server_cert(
