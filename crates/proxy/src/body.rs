@@ -121,10 +121,25 @@ impl std::fmt::Display for IdleTimeout {
 }
 impl std::error::Error for IdleTimeout {}
 
+/// How a response body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// Sent to the end (an empty body included).
+    Complete,
+    /// The upstream failed mid-body: its connection broke (reset, closed short of
+    /// `Content-Length`, bad chunk framing) or it sent nothing for `timeouts.idle`. Counts
+    /// for passive outlier detection (F4).
+    UpstreamFailed,
+    /// Dropped before its end without an upstream error: the client went away (or a body the
+    /// gateway made failed). Not the upstream's fault.
+    Abandoned,
+}
+
 /// Called once when a response body is finished, failed or dropped, with the bytes sent and
-/// whether it completed. Used for access logs, metrics and per-connection bookkeeping.
+/// how it ended. Used for access logs, metrics, outlier detection and per-connection
+/// bookkeeping.
 pub trait OnComplete: Send + 'static {
-    fn complete(self: Box<Self>, bytes_out: u64, completed: bool);
+    fn complete(self: Box<Self>, bytes_out: u64, end: BodyEnd);
 }
 
 /// What a response carries: the upstream's body as hyper gives it, or one the gateway made.
@@ -193,9 +208,18 @@ impl ResponseBody {
         }
     }
 
-    fn finish(&mut self, completed: bool) {
+    fn finish(&mut self, end: BodyEnd) {
         if let Some(done) = self.done.take() {
-            done.complete(self.bytes, completed);
+            done.complete(self.bytes, end);
+        }
+    }
+
+    /// An error (or idle timeout) of the upstream's body is the upstream's failure; one of a
+    /// body the gateway made is not.
+    fn failed(&self) -> BodyEnd {
+        match self.inner {
+            ResponseInner::Upstream(_) => BodyEnd::UpstreamFailed,
+            ResponseInner::Local(_) => BodyEnd::Abandoned,
         }
     }
 }
@@ -218,11 +242,12 @@ impl HttpBody for ResponseBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                this.finish(false);
+                let end = this.failed();
+                this.finish(end);
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
-                this.finish(true);
+                this.finish(BodyEnd::Complete);
                 Poll::Ready(None)
             }
             Poll::Pending => {
@@ -231,7 +256,8 @@ impl HttpBody for ResponseBody {
                         .sleep
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
                     if sleep.as_mut().poll(cx).is_ready() {
-                        this.finish(false);
+                        let end = this.failed();
+                        this.finish(end);
                         return Poll::Ready(Some(Err(Box::new(IdleTimeout))));
                     }
                 }
@@ -251,8 +277,14 @@ impl HttpBody for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        let ended = self.inner.is_end_stream();
-        self.finish(ended);
+        // Dropped by the server: the client went away, or everything was sent and the server
+        // did not poll for the end.
+        let end = if self.inner.is_end_stream() {
+            BodyEnd::Complete
+        } else {
+            BodyEnd::Abandoned
+        };
+        self.finish(end);
     }
 }
 

@@ -40,6 +40,9 @@ pub struct Ctx {
     pub attempts: u32,
     /// The upstream circuit-breaker slot, held until the response body ends.
     pub upstream_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The target whose response head was a success: passive outlier detection hears about
+    /// this call when the response body ends (a reset mid-body is a failure, F4).
+    pub outlier_target: Option<usize>,
     /// The authenticated consumer's name (or the token subject), for logs and later phases.
     pub consumer: Option<String>,
     /// The request's `Origin`, on a route with CORS.
@@ -98,6 +101,7 @@ impl Ctx {
             in_flight: None,
             attempts: 0,
             upstream_permit: None,
+            outlier_target: None,
             consumer: None,
             cors_origin: None,
             cors_actual: false,

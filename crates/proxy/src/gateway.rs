@@ -137,7 +137,7 @@ impl Shared {
                 states: &r.targets,
             })
             .collect();
-        self.health.sync(&specs);
+        self.health.sync(&specs, self.registry.clock);
         self.metrics.target_healthy.clear();
 
         let mut hosts: Vec<String> = Vec::new();

@@ -22,7 +22,7 @@ use gatehouse_telemetry::access_log::LogTime;
 use gatehouse_telemetry::metrics::UpstreamLabels;
 use gatehouse_telemetry::AccessRecord;
 
-use crate::body::{self, Body, LimitedBody, OnComplete, ResponseBody, ResponseInner};
+use crate::body::{self, Body, BodyEnd, LimitedBody, OnComplete, ResponseBody, ResponseInner};
 use crate::context::Ctx;
 use crate::gateway::{Active, Shared};
 use gatehouse_core::auth::{AuthRequirement, KeySource, ProviderKind};
@@ -51,7 +51,16 @@ pub async fn handle(
     shared.metrics.in_flight.inc();
     let mut resp = match run(req, &mut ctx, &active, &conn, &shared).await {
         Ok(r) => r,
-        Err(e) => local_response(&e, &mut ctx).map(ResponseInner::Local),
+        Err(e) => {
+            // The upstream answered, but the answer was refused after `forward` (a framing
+            // the gateway will not pass on, an unasked-for 101): the target's failure.
+            if let (Some(u), Some(t)) = (ctx.upstream, ctx.outlier_target.take()) {
+                if e == GatewayError::BadGateway {
+                    upstream::forward::report_outcome(&shared, &active, u, t, true);
+                }
+            }
+            local_response(&e, &mut ctx).map(ResponseInner::Local)
+        }
     };
     if ctx.cors_actual {
         if let Some(c) = ctx
@@ -371,7 +380,7 @@ struct Completion {
 }
 
 impl OnComplete for Completion {
-    fn complete(self: Box<Self>, bytes_out: u64, _completed: bool) {
+    fn complete(self: Box<Self>, bytes_out: u64, end: BodyEnd) {
         let Completion {
             ctx,
             status,
@@ -379,6 +388,20 @@ impl OnComplete for Completion {
             shared,
             conn,
         } = *self;
+        // Passive outlier detection for a call whose head was fine: a body sent to the end is
+        // a success, one the upstream broke off is a failure (F4); a client that went away
+        // says nothing about the target.
+        if let (Some(u), Some(t)) = (ctx.upstream, ctx.outlier_target) {
+            match end {
+                BodyEnd::Complete => {
+                    upstream::forward::report_outcome(&shared, &active, u, t, false)
+                }
+                BodyEnd::UpstreamFailed => {
+                    upstream::forward::report_outcome(&shared, &active, u, t, true)
+                }
+                BodyEnd::Abandoned => {}
+            }
+        }
         let snap = &active.snapshot;
         let elapsed = ctx.start.elapsed();
         let route_name = ctx.route.map(|i| snap.routes[i].name.as_str());

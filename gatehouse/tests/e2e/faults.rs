@@ -183,6 +183,69 @@ async fn f2_silent_upstream_gives_504_and_frees_sockets() {
     );
 }
 
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// F2 completeness: 50 requests that time out against a silent upstream leave nothing behind.
+/// Gateway, fake upstream and client share this process and runtime, so the open fd count
+/// (/proc/self/fd) and the runtime's live tasks (connection tasks of client, gateway and
+/// upstream, hyper's upstream connection tasks, timers' owners) both return to the warm
+/// baseline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f2_fds_and_tasks_return_to_baseline() {
+    let up = BlackholeUpstream::start().await.expect("silent upstream");
+    let gw = TestGateway::start(&config(&up.url(), "connect: 1s", Some("200ms")))
+        .await
+        .expect("gateway");
+    // Warm-up: what the gateway opens once (pools, timers) is in the baseline.
+    let r = raw_roundtrip(gw.addr(), &get("/warm")).await.expect("resp");
+    assert_eq!(r.status, 504);
+    let settled = wait_for_async(T, || async {
+        let (f, t) = (open_fds(), alive_tasks());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        open_fds() == f && alive_tasks() == t
+    })
+    .await;
+    assert!(settled, "baseline never settled");
+    let (fds, tasks) = (open_fds(), alive_tasks());
+
+    // 50 requests: 10 client connections at once, 5 requests each (keep-alive).
+    let mut clients = Vec::new();
+    for c in 0..10 {
+        let addr = gw.addr();
+        clients.push(tokio::spawn(async move {
+            let mut conn = RawConn::connect(addr).await.expect("connect");
+            for i in 0..5 {
+                conn.write(&get(&format!("/silent/{c}/{i}")))
+                    .await
+                    .expect("write");
+                let r = conn.read_response(T).await.expect("response");
+                assert_eq!(r.status, 504, "{}", r.body_str());
+            }
+        }));
+    }
+    for c in clients {
+        c.await.expect("client");
+    }
+    assert_eq!(up.total_requests_seen(), 51);
+    let during = (open_fds(), alive_tasks());
+    let back = wait_for(T, || open_fds() <= fds && alive_tasks() <= tasks).await;
+    eprintln!(
+        "f2: baseline fds {fds} tasks {tasks}; right after {during:?}; now {} {}",
+        open_fds(),
+        alive_tasks()
+    );
+    assert!(
+        back,
+        "fds {} (baseline {fds}), tasks {} (baseline {tasks})",
+        open_fds(),
+        alive_tasks()
+    );
+}
+
 // ---- F4 ---------------------------------------------------------------------------------
 
 #[tokio::test]

@@ -196,3 +196,107 @@ async fn health_state_survives_reload() {
         );
     }
 }
+
+/// F4 + passive detection: an upstream that sends a good head and then resets in the middle of
+/// a `Content-Length` body fails the call, even though the head looked fine. After
+/// `consecutive_failures` such responses the target is ejected and every request goes to the
+/// healthy target, complete.
+#[tokio::test]
+async fn f4_reset_mid_body_counts_for_outlier_detection() {
+    let good = EchoUpstream::start("good").await.expect("good");
+    let bad = RawUpstream::start(RawScript::ResetAfterBytes(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial".to_vec(),
+    ))
+    .await
+    .expect("bad");
+    let bad_url = bad.url();
+    let gw = TestGateway::start(&config(
+        &[good.url(), bad_url.clone()],
+        "    health:\n      passive: { consecutive_failures: 3, eject_for: 30s }\n",
+    ))
+    .await
+    .expect("gateway");
+    let request = b"GET /x HTTP/1.1\r\nHost: gw.test\r\n\r\n";
+    // Round robin over two targets: the bad one gets every other request until it is ejected.
+    let mut truncated = 0;
+    for _ in 0..12 {
+        let r = raw_roundtrip(gw.addr(), request).await.expect("response");
+        assert_eq!(r.status, 200);
+        if r.truncated {
+            truncated += 1;
+        }
+    }
+    assert_eq!(truncated, 3, "exactly `consecutive_failures` short bodies");
+    assert_eq!(bad.total_requests_seen(), 3);
+    assert_eq!(target_health(&gw, &bad_url).await, "ejected");
+    assert!(gw
+        .metrics_text()
+        .contains("gatehouse_upstream_ejections_total{upstream=\"app\"} 1"));
+    let c = client();
+    for _ in 0..20 {
+        let r = c.get(gw.url("/y")).send().await.expect("send");
+        assert_eq!(r.status(), 200);
+        let v = echo_json(r).await;
+        assert_eq!(v["upstream"], "good", "{v}");
+    }
+    assert_eq!(
+        bad.total_requests_seen(),
+        3,
+        "no traffic to the ejected target"
+    );
+}
+
+/// The other side of F4: a client that hangs up in the middle of a body says nothing about
+/// the target. Disconnects far beyond `consecutive_failures` leave it in rotation with no
+/// failure counted.
+#[tokio::test]
+async fn f4_client_disconnect_mid_body_does_not_count() {
+    let body = vec![b'x'; 4000];
+    let slow = RawUpstream::start(RawScript::Trickle {
+        response: http_response(200, &[], &body),
+        every: Duration::from_millis(2),
+    })
+    .await
+    .expect("upstream");
+    let url = slow.url();
+    let gw = TestGateway::start(&config(
+        std::slice::from_ref(&url),
+        "    health:\n      passive: { consecutive_failures: 2, eject_for: 30s }\n",
+    ))
+    .await
+    .expect("gateway");
+    let in_flight_zero = || {
+        gw.metrics_text()
+            .lines()
+            .any(|l| l == "gatehouse_requests_in_flight 0")
+    };
+    for i in 0..4 {
+        let mut c = RawConn::connect(gw.addr()).await.expect("connect");
+        c.write(format!("GET /slow/{i} HTTP/1.1\r\nHost: gw.test\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        assert!(
+            c.read_until(b"xxxx", Duration::from_secs(10))
+                .await
+                .is_some(),
+            "the body starts"
+        );
+        drop(c);
+        // The gateway notices the hang-up and finishes the request (its completion ran).
+        assert!(
+            wait_for(Duration::from_secs(10), in_flight_zero).await,
+            "request {i} never finished"
+        );
+    }
+    let v: serde_json::Value = client()
+        .get(gw.admin_url("/upstreams"))
+        .send()
+        .await
+        .expect("admin")
+        .json()
+        .await
+        .expect("json");
+    let t = &v["upstreams"][0]["targets"][0];
+    assert_eq!(t["health"], "healthy", "{t}");
+    assert_eq!(t["consecutive_failures"], 0, "{t}");
+}

@@ -164,18 +164,13 @@ pub async fn forward(
                 .map_err(Clone::clone),
         );
 
-        if let Some(p) = &ups.passive {
-            if outcome != Outcome::Client
-                && outlier::record(
-                    p,
-                    clock,
-                    &res.targets,
-                    &res.targets[t_idx],
-                    outcome.is_failure(),
-                )
-            {
-                shared.metrics.ejections.get_or_create(&labels()).inc();
-            }
+        // Outlier detection: a failure counts now; a response head that looks good counts as a
+        // success only once its body has ended well (the pipeline reports it then, F4), so an
+        // upstream that resets mid-body is not forgiven by its own good head.
+        let counts = ups.passive.is_some() && outcome != Outcome::Client;
+        let failed = outcome.is_failure();
+        if counts && failed {
+            report_outcome(shared, active, up_idx, t_idx, true);
         }
 
         if let Some(p) = policy {
@@ -185,6 +180,10 @@ pub async fn forward(
                         let wait = backoff(p, attempt, |c| fastrand::u64(0..c));
                         if Instant::now() + wait < deadline {
                             shared.metrics.retries.get_or_create(&labels()).inc();
+                            if counts && !failed {
+                                // A status retried by policy but not a failure (e.g. 404).
+                                report_outcome(shared, active, up_idx, t_idx, false);
+                            }
                             drop(result);
                             tokio::time::sleep(wait).await;
                             _retry_slot = Some(slot);
@@ -202,7 +201,33 @@ pub async fn forward(
                 }
             }
         }
+        if counts && !failed {
+            ctx.outlier_target = Some(t_idx);
+        }
         return result;
+    }
+}
+
+/// Feeds one finished call to passive outlier detection (nothing without `health.passive`).
+/// Called by [`forward`] for failures up to the response head and by the pipeline when a
+/// response body ends: completed (success) or failed on the upstream side (failure).
+pub fn report_outcome(shared: &Shared, active: &Active, up_idx: usize, t_idx: usize, failed: bool) {
+    let ups = &active.snapshot.upstreams[up_idx];
+    let Some(p) = &ups.passive else {
+        return;
+    };
+    let res = &active.upstreams[up_idx];
+    let Some(t) = res.targets.get(t_idx) else {
+        return;
+    };
+    if outlier::record(p, &shared.registry.clock, &res.targets, t, failed) {
+        shared
+            .metrics
+            .ejections
+            .get_or_create(&UpstreamLabels {
+                upstream: ups.name.clone(),
+            })
+            .inc();
     }
 }
 

@@ -1,5 +1,6 @@
 //! Passive outlier ejection: a target with `consecutive_failures` failed calls in a row (connect
-//! error, reset, timeout or a 5xx) leaves rotation for `eject_for`, longer each time it is
+//! error, reset, timeout, a 5xx, or a response body the upstream broke off; a good head counts
+//! as a success only once its body ended) leaves rotation for `eject_for`, longer each time it is
 //! ejected again (n × `eject_for`, at most 10×). At most `max_ejected` percent of an
 //! upstream's targets are ejected at once (one always may be).
 

@@ -47,6 +47,27 @@ impl TargetState {
         until == 0 || clock.now_ms() >= until
     }
 
+    /// The active check brings the target back into rotation. A passive ejection still
+    /// running is cleared with it (and the failure streak forgotten): the target has just
+    /// proven itself with `healthy_after` good probes in a row, and an ejection recorded
+    /// while it was down (or before it went down) says nothing about the restarted target.
+    /// Returns true when an ejection was cleared. A good probe of a target that is already
+    /// active-healthy does not clear an ejection: a target can answer its health path while
+    /// failing real traffic, and passive detection is what sees that.
+    pub fn active_recovered(&self, clock: &Clock) -> bool {
+        self.active_ok.store(true, Ordering::Relaxed);
+        self.failures.store(0, Ordering::Relaxed);
+        if !self.ejected(clock) {
+            return false;
+        }
+        // The ejection ends now rather than being forgotten: `ejections` stays, so a relapse
+        // still escalates until the target has served well for a full `eject_for` after this
+        // moment (see `outlier::record`).
+        self.ejected_until_ms
+            .store(clock.now_ms(), Ordering::Relaxed);
+        true
+    }
+
     pub fn ejected(&self, clock: &Clock) -> bool {
         let until = self.ejected_until_ms.load(Ordering::Relaxed);
         until != 0 && clock.now_ms() < until
@@ -65,6 +86,7 @@ impl TargetState {
 }
 
 /// Milliseconds since the registry was created (monotonic, cheap to compare in atomics).
+#[derive(Clone, Copy)]
 pub struct Clock {
     epoch: Instant,
 }
