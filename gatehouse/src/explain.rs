@@ -201,8 +201,21 @@ pub fn run(config: &Path, method: &str, url: &str, headers: &[String]) -> ExitCo
                         gatehouse_core::auth::AuthRequirement::AnyOf(_) => "any of",
                         gatehouse_core::auth::AuthRequirement::AllOf(_) => "all of",
                     };
+                    let failures = snap
+                        .limits
+                        .auth_failures
+                        .as_ref()
+                        .map(|f| {
+                            format!(
+                                "; after {} failed attempts per client IP (refill {} per {}ms): 429 before checking",
+                                f.burst,
+                                f.requests,
+                                f.per.as_millis()
+                            )
+                        })
+                        .unwrap_or_default();
                     format!(
-                        "{mode}: {}; 401 + WWW-Authenticate on failure",
+                        "{mode}: {}; 401 + WWW-Authenticate on failure{failures}",
                         names.join(", ")
                     )
                 }

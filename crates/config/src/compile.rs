@@ -91,6 +91,15 @@ pub fn compile(loaded: &Loaded, text: &str, base_dir: &Path) -> Result<Snapshot,
         max_connections: cfg.limits.max_connections as usize,
         http2_max_streams: cfg.limits.http2_max_streams,
         drain_timeout: cfg.limits.drain_timeout.0,
+        auth_failures: cfg.limits.auth_failures.as_ref().map(|f| RateLimitSpec {
+            name: "auth_failures".into(),
+            requests: f.requests,
+            per: f.per.0,
+            burst: f.burst.unwrap_or(f.requests),
+            key: LimitKey::Ip,
+            scope: LimitScope::Local,
+            sync: None,
+        }),
     };
 
     // upstreams, in name order (BTreeMap) so indices are stable for equal files

@@ -138,6 +138,24 @@ pub struct Limits {
     pub http2_max_streams: u32,
     /// Grace period for in-flight requests on shutdown before connections are closed.
     pub drain_timeout: Duration,
+    /// Failed authentication attempts allowed per client IP (all routes and providers
+    /// together); beyond it, requests to routes with `auth` get 429 before any credential
+    /// is checked. Off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_failures: Option<AuthFailureLimit>,
+}
+
+/// `limits.auth_failures`: `requests` failed attempts per `per` per client IP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFailureLimit {
+    /// Failed attempts admitted per `per` (the sustained rate).
+    pub requests: u64,
+    /// The window: `1m`, `1h`...
+    pub per: Duration,
+    /// Failed attempts that may happen at once (default: `requests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
 }
 
 impl Default for Limits {
@@ -152,6 +170,7 @@ impl Default for Limits {
             max_connections: 10_000,
             http2_max_streams: 100,
             drain_timeout: Duration::from_secs(30),
+            auth_failures: None,
         }
     }
 }

@@ -1266,6 +1266,37 @@ routes:
 }
 
 #[test]
+fn auth_failures_limit_compiles_and_validates() {
+    // Off by default.
+    let snap = compile_str(MINIMAL, std::path::Path::new("."), &no_env).expect("compiles");
+    assert!(snap.limits.auth_failures.is_none());
+    let on = format!("limits:\n  auth_failures: {{ requests: 10, per: 1m }}\n{MINIMAL}");
+    let snap = compile_str(&on, std::path::Path::new("."), &no_env).expect("compiles");
+    let spec = snap.limits.auth_failures.as_ref().expect("auth_failures");
+    assert_eq!((spec.requests, spec.burst), (10, 10));
+    assert_eq!(spec.per, std::time::Duration::from_secs(60));
+    assert_eq!(spec.key, gatehouse_core::snapshot::LimitKey::Ip);
+    assert_eq!(spec.scope, gatehouse_core::snapshot::LimitScope::Local);
+
+    let bad = format!(
+        "limits:\n  max_headers: 50\n  auth_failures:\n    requests: 0\n    per: 0s\n    burst: 0\n{MINIMAL}"
+    );
+    let errors = load_err(&bad);
+    assert_eq!(line(find(&errors, "limits.auth_failures.requests")), 4);
+    assert_eq!(line(find(&errors, "limits.auth_failures.per")), 5);
+    assert_eq!(line(find(&errors, "limits.auth_failures.burst")), 6);
+    let fast = format!("limits:\n  auth_failures: {{ requests: 10000000, per: 1s }}\n{MINIMAL}");
+    assert!(find(&load_err(&fast), "limits.auth_failures.per")
+        .message
+        .contains("microsecond"));
+    let typo = format!("limits:\n  auth_failures: {{ requests: 5, per: 1m, key: ip }}\n{MINIMAL}");
+    let errors = load_err(&typo);
+    assert!(errors[0].message.contains("unknown field"), "{}", errors[0]);
+    assert_eq!(errors[0].path, "limits.auth_failures.key");
+    assert_eq!(line(&errors[0]), 2);
+}
+
+#[test]
 fn redis_section_rules() {
     for (url, msg) in [
         ("http://x:1", "must start with `redis://`"),

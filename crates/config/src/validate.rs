@@ -478,42 +478,43 @@ fn redis(cx: &mut Ctx, config: &Config) {
     cx.positive_duration("redis.timeout", r.timeout);
 }
 
+/// `requests`, `per` and `burst` of a rate limit (route `rate_limit` entries and
+/// `limits.auth_failures`).
+fn limit_rate(cx: &mut Ctx, p: &str, requests: u64, per: Duration, burst: Option<u64>) {
+    if requests == 0 || requests > MAX_LIMIT_REQUESTS {
+        cx.err(
+            &push_key(p, "requests"),
+            format!("must be between 1 and {MAX_LIMIT_REQUESTS}"),
+        );
+    }
+    if per.is_zero() || per.0 > MAX_LIMIT_WINDOW {
+        cx.err(
+            &push_key(p, "per"),
+            "must be greater than 0 and at most 366d",
+        );
+    } else if requests > 0 && per.0.as_micros() / u128::from(requests) < MIN_EMISSION_INTERVAL_US {
+        cx.err(
+            &push_key(p, "per"),
+            format!("{requests} requests per {per} is more than one per microsecond"),
+        );
+    }
+    if let Some(b) = burst {
+        if b == 0 || b > MAX_LIMIT_REQUESTS {
+            cx.err(
+                &push_key(p, "burst"),
+                format!("must be between 1 and {MAX_LIMIT_REQUESTS}"),
+            );
+        }
+    }
+}
+
 fn route_limits(cx: &mut Ctx, path: &str, route: &Route, config: &Config) {
     let names = limit_names(route);
     let mut seen: HashMap<&str, usize> = HashMap::new();
     let lpath = push_key(path, "rate_limit");
     for (j, l) in route.rate_limit.iter().enumerate() {
         let p = push_index(&lpath, j);
-        if l.requests == 0 || l.requests > MAX_LIMIT_REQUESTS {
-            cx.err(
-                &push_key(&p, "requests"),
-                format!("must be between 1 and {MAX_LIMIT_REQUESTS}"),
-            );
-        }
-        if l.per.is_zero() || l.per.0 > MAX_LIMIT_WINDOW {
-            cx.err(
-                &push_key(&p, "per"),
-                "must be greater than 0 and at most 366d",
-            );
-        } else if l.requests > 0
-            && l.per.0.as_micros() / u128::from(l.requests) < MIN_EMISSION_INTERVAL_US
-        {
-            cx.err(
-                &push_key(&p, "per"),
-                format!(
-                    "{} requests per {} is more than one per microsecond",
-                    l.requests, l.per
-                ),
-            );
-        }
-        if let Some(b) = l.burst {
-            if b == 0 || b > MAX_LIMIT_REQUESTS {
-                cx.err(
-                    &push_key(&p, "burst"),
-                    format!("must be between 1 and {MAX_LIMIT_REQUESTS}"),
-                );
-            }
-        }
+        limit_rate(cx, &p, l.requests, l.per, l.burst);
         match parse_limit_key(&l.key) {
             Err(e) => cx.err(&push_key(&p, "key"), e),
             Ok(LimitKey::Consumer) if route.auth.is_none() => cx.err(
@@ -658,6 +659,10 @@ fn limits(cx: &mut Ctx, config: &Config) {
     cx.positive("limits.max_connections", l.max_connections);
     cx.positive("limits.http2_max_streams", l.http2_max_streams);
     cx.positive_duration("limits.drain_timeout", l.drain_timeout);
+    if let Some(f) = &l.auth_failures {
+        let p = "limits.auth_failures";
+        limit_rate(cx, p, f.requests, f.per, f.burst);
+    }
 }
 
 fn upstream(cx: &mut Ctx, path: &str, name: &str, u: &Upstream) {

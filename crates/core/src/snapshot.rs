@@ -129,6 +129,9 @@ pub struct Limits {
     pub max_connections: usize,
     pub http2_max_streams: u32,
     pub drain_timeout: Duration,
+    /// `limits.auth_failures`: failed authentication attempts per client IP (local GCRA,
+    /// `key: ip`). `None`: not limited.
+    pub auth_failures: Option<RateLimitSpec>,
 }
 
 impl Default for Limits {
@@ -143,6 +146,7 @@ impl Default for Limits {
             max_connections: 10_000,
             http2_max_streams: 100,
             drain_timeout: Duration::from_secs(30),
+            auth_failures: None,
         }
     }
 }

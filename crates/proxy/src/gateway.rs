@@ -36,6 +36,8 @@ pub struct Active {
     pub redis: Option<Arc<RedisStore>>,
     /// Per auth provider: its JWKS or introspection cache (kept across reloads).
     pub auth: Vec<crate::policy::auth::ProviderRuntime>,
+    /// `limits.auth_failures`: failed authentication attempts by client IP.
+    pub auth_failures: Option<Arc<crate::ratelimit::local::LocalLimiter>>,
 }
 
 impl Active {
@@ -63,6 +65,7 @@ impl Active {
             limits,
             redis,
             auth,
+            auth_failures: None,
         }
     }
 }
@@ -116,7 +119,9 @@ impl Shared {
             .collect();
         let resolved = self.ratelimiters.resolve(&snapshot);
         let auth = self.auth.resolve(&snapshot);
-        Active::new(snapshot, upstreams, resolved.routes, resolved.redis, auth)
+        let mut active = Active::new(snapshot, upstreams, resolved.routes, resolved.redis, auth);
+        active.auth_failures = resolved.auth_failures;
+        active
     }
 
     /// Makes `active` live, then brings the background work in line with it: health checks

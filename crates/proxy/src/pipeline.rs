@@ -149,9 +149,29 @@ async fn run(
                 headers: &parts.headers,
                 ctx,
             };
+            // K2: a client IP over its failed-attempt budget gets 429 before any
+            // credential is looked at; only failures spend the budget.
+            let failures = active
+                .auth_failures
+                .as_deref()
+                .map(|l| (l, l.hash_key(ctx.client_ip)));
+            if let Some((limiter, key)) = failures {
+                let d = limiter.peek_hashed(key);
+                if !d.allowed {
+                    close_if_unread_body(ctx, &parts.headers);
+                    return Err(GatewayError::RateLimited {
+                        retry_after: ratelimit::ceil_secs(d.retry_after).max(1),
+                    });
+                }
+            }
             match auth::authenticate(&areq, requirement, snap, &active.auth, &shared.auth).await {
                 Ok(id) => Some(id),
                 Err(failure) => {
+                    if let Some((limiter, key)) = failures {
+                        if failure.is_refusal() {
+                            limiter.check_hashed(key);
+                        }
+                    }
                     // A local answer leaves the request body unread (S12).
                     close_if_unread_body(ctx, &parts.headers);
                     return match failure {

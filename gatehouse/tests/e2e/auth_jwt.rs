@@ -430,6 +430,108 @@ async fn j4_j11_jwks_rotation_flood_and_outage() {
     assert_eq!(get(&gw, "/x", Some(&t2)).await.status(), 200);
 }
 
+/// A JWKS provider with short cache times (seconds), for the J11 expiry tests.
+fn short_jwks_config(upstream: &str, jwks_url: &str, max_stale: &str) -> String {
+    format!(
+        "listeners:\n  - name: public\n    addr: 127.0.0.1:0\nupstreams:\n  app:\n    targets:\n      - url: {upstream}\n\
+         auth:\n  idp:\n    type: jwt\n    jwks_url: {jwks_url}\n    jwks: {{ min_refresh: 1s, ttl: 1s, max_stale: {max_stale}, timeout: 1s }}\n    algorithms: [ES256, EdDSA]\n\
+         routes:\n  - name: r\n    match: {{ path: /* }}\n    upstream: app\n    auth: {{ any_of: [idp] }}\n"
+    )
+}
+
+#[tokio::test]
+async fn j11_removed_kid_rejected_after_ttl() {
+    let up = EchoUpstream::start("app").await.expect("upstream");
+    let k1 = TestKey::es256("k1");
+    let k2 = TestKey::ed25519("k2");
+    let jwks = ScriptedService::start(serve(vec![k1.jwk(), k2.jwk()], 1))
+        .await
+        .expect("jwks");
+    let gw = TestGateway::start(&short_jwks_config(&up.url(), &jwks.url("/jwks.json"), "1h"))
+        .await
+        .expect("gateway");
+    let t1 = k1.sign(&claims(json!({})));
+    let t2 = k2.sign(&claims(json!({})));
+    assert_eq!(get(&gw, "/x", Some(&t1)).await.status(), 200);
+    assert_eq!(get(&gw, "/x", Some(&t2)).await.status(), 200);
+
+    // The IdP retires k2. Once the cached set has expired (max-age 1s) and been refetched,
+    // k2's tokens are refused; k1's still work.
+    let before = jwks.hits();
+    jwks.set(serve(vec![k1.jwk()], 1));
+    let started = std::time::Instant::now();
+    let dropped = wait_for_async(T, || {
+        let gw = &gw;
+        let t2 = t2.clone();
+        async move { get(gw, "/x", Some(&t2)).await.status() == 401 }
+    })
+    .await;
+    assert!(
+        dropped,
+        "removed kid still accepted after {:?}",
+        started.elapsed()
+    );
+    assert!(jwks.hits() > before, "rejected without a refetch");
+    assert_eq!(get(&gw, "/x", Some(&t1)).await.status(), 200);
+    // And it stays rejected (the unknown kid's refetch brings nothing back).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(get(&gw, "/x", Some(&t2)).await.status(), 401);
+}
+
+#[tokio::test]
+async fn j11_keys_dropped_after_max_stale() {
+    let up = EchoUpstream::start("app").await.expect("upstream");
+    let k1 = TestKey::es256("k1");
+    let jwks = ScriptedService::start(serve(vec![k1.jwk()], 1))
+        .await
+        .expect("jwks");
+    let gw = TestGateway::start(&short_jwks_config(&up.url(), &jwks.url("/jwks.json"), "3s"))
+        .await
+        .expect("gateway");
+    let t1 = k1.sign(&claims(json!({})));
+    assert_eq!(get(&gw, "/x", Some(&t1)).await.status(), 200);
+
+    // The endpoint goes down. The last good keys keep working for now (the last success
+    // was at most ttl = 1s ago, max_stale is 3s)...
+    jwks.set(|_| Reply {
+        status: 503,
+        headers: vec![],
+        body: b"down".to_vec(),
+    });
+    let down = std::time::Instant::now();
+    assert_eq!(get(&gw, "/x", Some(&t1)).await.status(), 200);
+    // ...but not past max_stale after the last successful fetch: then 401.
+    let refused = wait_for_async(T, || {
+        let gw = &gw;
+        let t1 = t1.clone();
+        async move { get(gw, "/x", Some(&t1)).await.status() == 401 }
+    })
+    .await;
+    assert!(
+        refused,
+        "stale keys still used {:?} after the outage began",
+        down.elapsed()
+    );
+    assert!(
+        down.elapsed() >= Duration::from_millis(1500),
+        "keys dropped after only {:?}",
+        down.elapsed()
+    );
+    let hits = up.hits();
+    assert_eq!(get(&gw, "/x", Some(&t1)).await.status(), 401);
+    assert_eq!(up.hits(), hits);
+
+    // The endpoint recovers: keys are fetched again and the token works.
+    jwks.set(serve(vec![k1.jwk()], 1));
+    let back = wait_for_async(T, || {
+        let gw = &gw;
+        let t1 = t1.clone();
+        async move { get(gw, "/x", Some(&t1)).await.status() == 200 }
+    })
+    .await;
+    assert!(back, "keys not restored after the endpoint recovered");
+}
+
 #[tokio::test]
 async fn j10_weak_jwks_keys_never_used() {
     let up = EchoUpstream::start("app").await.expect("upstream");

@@ -197,3 +197,85 @@ fn k1_timing_classes_are_indistinguishable() {
     eprintln!("api key lookup: 0 shared bytes {a:.0} ns, 31 shared bytes {b:.0} ns");
     assert!((a - b).abs() / a.max(b) < 0.25, "{a} vs {b}");
 }
+
+#[tokio::test]
+async fn k2_failed_attempts_are_rate_limited_per_ip() {
+    // 3 failed attempts per 10 minutes per client IP. The test client is loopback, a trusted
+    // proxy, so `X-Forwarded-For` stands for two different clients.
+    let up = EchoUpstream::start("app").await.expect("upstream");
+    let yaml = format!(
+        "listeners:\n  - name: public\n    addr: 127.0.0.1:0\ntrusted_proxies: [127.0.0.1/32]\n\
+         limits:\n  auth_failures: {{ requests: 3, per: 10m }}\n\
+         upstreams:\n  app:\n    targets:\n      - url: {}\n\
+         consumers:\n  - name: acme\n    api_keys: [\"sha256:{}\"]\n\
+         auth:\n  keys:\n    type: api_key\n\
+         routes:\n  - name: r\n    match: {{ path: /* }}\n    upstream: app\n    auth: {{ any_of: [keys] }}\n",
+        up.url(),
+        sha256_hex(KEY),
+    );
+    let gw = TestGateway::start(&yaml).await.expect("gateway");
+    let send = |ip: &'static str, key: Option<&'static str>| {
+        let mut req = client().get(gw.url("/x")).header("x-forwarded-for", ip);
+        if let Some(k) = key {
+            req = req.header("x-api-key", k);
+        }
+        req.send()
+    };
+    // Requests without a credential are not failed attempts.
+    for _ in 0..5 {
+        assert_eq!(send("203.0.113.7", None).await.expect("req").status(), 401);
+    }
+    // A good key does not spend the budget either.
+    assert_eq!(
+        send("203.0.113.7", Some(KEY)).await.expect("req").status(),
+        200
+    );
+    // Three wrong keys: ordinary 401s.
+    for _ in 0..3 {
+        assert_eq!(
+            send("203.0.113.7", Some(REVOKED))
+                .await
+                .expect("req")
+                .status(),
+            401
+        );
+    }
+    // From now on that IP gets 429 without its credentials being checked: even the right
+    // key is refused, and nothing reaches the upstream.
+    let hits = up.hits();
+    for key in [Some(REVOKED), Some(KEY), None] {
+        let resp = send("203.0.113.7", key).await.expect("req");
+        assert_eq!(resp.status(), 429);
+        let retry: u64 = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .expect("retry-after");
+        // One attempt every 200 s refills the budget.
+        assert!((1..=200).contains(&retry), "retry-after {retry}");
+        let v: serde_json::Value = resp.json().await.expect("json");
+        assert_eq!(v["error"], "rate_limited");
+    }
+    assert_eq!(up.hits(), hits);
+    // Another client IP is unaffected: its wrong key is a 401, its right key a 200.
+    assert_eq!(
+        send("198.51.100.9", Some(REVOKED))
+            .await
+            .expect("req")
+            .status(),
+        401
+    );
+    assert_eq!(
+        send("198.51.100.9", Some(KEY)).await.expect("req").status(),
+        200
+    );
+    // So is the proxy's own address (no X-Forwarded-For).
+    let resp = client()
+        .get(gw.url("/x"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(resp.status(), 200);
+}

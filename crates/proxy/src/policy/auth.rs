@@ -189,6 +189,17 @@ pub enum AuthFailure {
 }
 
 impl AuthFailure {
+    /// A credential was presented and refused (an invalid token or key, or a forward-auth
+    /// 401/403): what `limits.auth_failures` counts. A missing credential or an unavailable
+    /// auth service is not a failed attempt.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            AuthFailure::Invalid => true,
+            AuthFailure::Respond(r) => matches!(r.status().as_u16(), 401 | 403),
+            AuthFailure::Missing | AuthFailure::Unavailable => false,
+        }
+    }
+
     fn rank(&self) -> u8 {
         match self {
             AuthFailure::Missing => 0,

@@ -319,6 +319,52 @@ mod tests {
         assert_eq!(parse(&odd, &p).err(), Some(JwtError::Malformed));
     }
 
+    /// RFC 7520 §4.1 (RS256, the "bilbo.baggins@hobbiton.example" key of §3.3): the
+    /// compact serialization of §4.1.3 and the public members of the JWK.
+    const C41: &str = concat!(
+        "eyJhbGciOiJSUzI1NiIsImtpZCI6ImJpbGJvLmJhZ2dpbnNAaG9iYml0b24uZXhhbXBsZSJ9",
+        ".SXTigJlzIGEgZGFuZ2Vyb3VzIGJ1c2luZXNzLCBGcm9kbywgZ29pbmcgb3V0IHlvdXIgZG9vci4gWW91IHN0ZXAgb250byB0aGUgcm9hZCwgYW5kIGlmIHlvdSBkb24ndCBrZWVwIHlvdXIgZmVldCwgdGhlcmXigJlzIG5vIGtub3dpbmcgd2hlcmUgeW91IG1pZ2h0IGJlIHN3ZXB0IG9mZiB0by4",
+        ".MRjdkly7_-oTPTS3AXP41iQIGKa80A0ZmTuV5MEaHoxnW2e5CZ5NlKtainoFmKZopdHM1O2U4mwzJdQx996ivp83xuglII7PNDi84wnB-BDkoBwA78185hX-Es4JIwmDLJK3lfWRa-XtL0RnltuYv746iYTh_qHRD68BNt1uSNCrUCTJDt5aAE6x8wW1Kt9eRo4QPocSadnHXFxnt8Is9UzpERV0ePPQdLuW3IS_de3xyIrDaLGdjluPxUAhb6L2aXic1U12podGU0KLUQSE_oI-ZnmKJ3F4uOZDnd6QZWJushZ41Axf_fcIe8u9ipH84ogoree7vjbU5y18kDquDg",
+    );
+    const C41_N: &str = concat!(
+        "n4EPtAOCc9AlkeQHPzHStgAbgs7bTZLwUBZdR8_KuKPEHLd4rHVTeT-O-XV2jRojdNhxJWTDvNd7nqQ0VEiZQHz_AJmSCpMaJMRBSFKrKb2wqV",
+        "wGU_NsYOYL-QtiWN2lbzcEe6XC0dApr5ydQLrHqkHHig3RBordaZ6Aj-oBHqFEHYpPe7Tpe-OfVfHd1E6cS6M1FZcD1NNLYD5lFHpPI9bTwJlsde",
+        "3uhGqC0ZCuEHg8lhzwOHrtIQbS0FVbb9k3-tVTU4fg_3L_vniUFAKwuCLqKnS2BYwdq_mzSnbLY7h_qixoR7jig3__kRhuaxwUkRz5iaiQkqgc5g",
+        "HdrNP5zw",
+    );
+
+    #[test]
+    fn j12_rfc7520_4_1_rs256_signature() {
+        let p = provider(&[JwsAlg::RS256]);
+        let k = vec![jwk(serde_json::json!({
+            "kty": "RSA", "kid": "bilbo.baggins@hobbiton.example", "use": "sig", "n": C41_N, "e": "AQAB"
+        }))];
+        // The payload is text, not claims: only the signature is checked.
+        let parsed = parse(C41, &p).expect("parse");
+        assert_eq!(parsed.verify_with(&k), Ok(()));
+        // One bit flipped in the signature, or in the payload: refused.
+        let bad_sig = C41.replace(".MRjd", ".MRje");
+        assert_eq!(
+            parse(&bad_sig, &p).expect("parse").verify_with(&k),
+            Err(JwtError::Signature)
+        );
+        let bad_payload = C41.replace(".SXTi", ".SXTj");
+        assert_eq!(
+            parse(&bad_payload, &p).expect("parse").verify_with(&k),
+            Err(JwtError::Signature)
+        );
+        // The same token under another kid finds no key.
+        let other = vec![jwk(serde_json::json!({
+            "kty": "RSA", "kid": "someone-else", "n": C41_N, "e": "AQAB"
+        }))];
+        assert!(parse(C41, &p).expect("parse").verify_with(&other).is_err());
+        // RS256 pinned: the vector is refused by a provider allowing only PS256.
+        assert_eq!(
+            parse(C41, &provider(&[JwsAlg::PS256])).err(),
+            Some(JwtError::Algorithm)
+        );
+    }
+
     #[test]
     fn j1_alg_none_rejected() {
         let p = provider(&JwsAlg::ALL);

@@ -97,7 +97,7 @@ fn push_value(k: &mut String, verbatim_tag: &str, hashed_tag: &str, v: &[u8]) {
 
 /// Whole seconds for `Retry-After` / `t=`: rounded up, so a client that waits that long is
 /// admitted.
-fn ceil_secs(d: Duration) -> u64 {
+pub(crate) fn ceil_secs(d: Duration) -> u64 {
     d.as_nanos().div_ceil(1_000_000_000) as u64
 }
 

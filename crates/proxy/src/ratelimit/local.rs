@@ -158,6 +158,14 @@ impl LocalLimiter {
         decision
     }
 
+    /// The decision `check_hashed` would make now, without spending anything (the
+    /// auth-failure limit asks before authenticating and spends only on a failure).
+    pub fn peek_hashed(&self, hash: u64) -> Decision {
+        let now = self.now();
+        let tat = self.shard(hash).get(&hash).copied().unwrap_or(0);
+        self.gcra.decide(tat, now).1
+    }
+
     fn shard(&self, hash: u64) -> MutexGuard<'_, Table> {
         // High bits pick the shard; hashbrown uses the low bits and the top 7 inside it.
         let i = ((hash >> 40) as usize) % self.shards.len();
@@ -325,6 +333,21 @@ mod tests {
             l.check(recent);
         }
         assert!(!l.check(recent).allowed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn peek_spends_nothing() {
+        let l = LocalLimiter::new(&spec(2, Duration::from_secs(60), 2));
+        let k = l.hash_key("k");
+        for _ in 0..10 {
+            assert!(l.peek_hashed(k).allowed);
+        }
+        assert!(l.check_hashed(k).allowed);
+        assert!(l.check_hashed(k).allowed);
+        let d = l.peek_hashed(k);
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after, Duration::from_secs(30));
+        assert!(l.peek_hashed(l.hash_key("other")).allowed);
     }
 
     #[test]

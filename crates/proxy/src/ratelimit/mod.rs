@@ -82,6 +82,8 @@ struct Registry {
     limits: HashMap<(String, RateLimitSpec), Arc<LimitState>>,
     concurrency: HashMap<String, Arc<ConcurrencyLimit>>,
     redis: Option<Arc<RedisStore>>,
+    /// `limits.auth_failures`, kept while its spec is unchanged.
+    auth_failures: Option<(RateLimitSpec, Arc<LocalLimiter>)>,
 }
 
 pub struct RateLimiters {
@@ -95,6 +97,8 @@ pub struct Resolved {
     /// By route index.
     pub routes: Vec<Option<Arc<RouteLimits>>>,
     pub redis: Option<Arc<RedisStore>>,
+    /// Failed-authentication limiter by client IP (`limits.auth_failures`).
+    pub auth_failures: Option<Arc<LocalLimiter>>,
 }
 
 impl RateLimiters {
@@ -177,6 +181,16 @@ impl RateLimiters {
         reg.limits = limits;
         reg.concurrency = concurrency;
         reg.redis = redis.clone();
-        Resolved { routes, redis }
+        reg.auth_failures = match (&snap.limits.auth_failures, reg.auth_failures.take()) {
+            (None, _) => None,
+            (Some(spec), Some((old, l))) if old == *spec => Some((old, l)),
+            (Some(spec), _) => Some((spec.clone(), Arc::new(LocalLimiter::new(spec)))),
+        };
+        let auth_failures = reg.auth_failures.as_ref().map(|(_, l)| l.clone());
+        Resolved {
+            routes,
+            redis,
+            auth_failures,
+        }
     }
 }
