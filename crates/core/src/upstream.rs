@@ -35,7 +35,7 @@ impl Balance {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HashOn {
     Ip,
-    /// The authenticated consumer; until authentication exists this is the client IP.
+    /// The authenticated consumer's name; an anonymous request hashes its client IP.
     Consumer,
     Header(HeaderName),
     Cookie(String),

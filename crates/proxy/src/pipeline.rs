@@ -6,8 +6,8 @@
 //!
 //! Each phase is a function that either lets the request continue or answers it. The
 //! snapshot is loaded once per request and used to the end, so a reload never changes
-//! the rules under a running request. Phases not built yet (CORS, IP rules, auth, rate
-//! limits, cache, aggregation, transcoding) have their own issues and slot in where marked.
+//! the rules under a running request. Phases not built yet (cache lookup/store,
+//! aggregation, REST→gRPC transcoding) slot in where marked.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -186,3 +186,20 @@ async fn token_protects_every_endpoint_and_is_redacted() {
     let text = r.text().await.expect("text");
     assert!(!text.contains("sekret-admin-token"), "{text}");
 }
+
+#[tokio::test]
+async fn upstream_failures_are_counted_per_upstream() {
+    let down = closed_port();
+    let gw = TestGateway::start(&simple_config(&format!("http://{down}")))
+        .await
+        .expect("gw");
+    let r = client().get(gw.url("/x")).send().await.expect("send");
+    assert_eq!(r.status(), 503);
+    r.bytes().await.expect("body");
+    let ok = wait_for(std::time::Duration::from_secs(5), || {
+        gw.metrics_text()
+            .contains("gatehouse_upstream_errors_total{upstream=\"app\"} 1")
+    })
+    .await;
+    assert!(ok, "{}", gw.metrics_text());
+}

@@ -1,6 +1,7 @@
 //! Route-level auth bypass through path normalisation (SECURITY-TESTS 2.4, P1–P10, P-prop).
 //!
-//! Auth is not built yet, so the protected area is modelled by routing: route `admin`
+//! Here the protected area is modelled by routing alone (auth_jwt.rs re-runs the same paths
+//! with `/admin/*` behind a JWT and expects 401): route `admin`
 //! (`/admin/*`) goes to the echo upstream named "admin" (it would sit behind auth), route
 //! `api` (`/api/*`) to the echo upstream named "api", and there is no catch-all. The pass
 //! criterion for every attack path: the gateway answers 400 or 404, or routes to `admin`. It
