@@ -219,6 +219,9 @@ pub fn scopes(claims: &Claims) -> Vec<String> {
 }
 
 #[cfg(test)]
+mod j9_wycheproof;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use gatehouse_core::auth::{hmac_key, JwtKey};
