@@ -157,7 +157,8 @@ impl Drop for RedisServer {
 /// is killed (by its PID) when dropped. Needs `redis-cli` (Debian: `redis-tools`, pulled in
 /// by `redis-server`); without it `start` fails.
 pub struct RedisCluster {
-    nodes: Vec<Child>,
+    /// `None` while a node is stopped ([`Self::stop_node`]).
+    nodes: Vec<Option<Child>>,
     ports: Vec<u16>,
     dir: tempfile::TempDir,
 }
@@ -175,22 +176,8 @@ impl RedisCluster {
         };
         for _ in 0..n {
             let port = free_port()?;
-            let child = Command::new("redis-server")
-                .args(["--bind", "127.0.0.1", "--port"])
-                .arg(port.to_string())
-                .args(["--cluster-enabled", "yes", "--cluster-config-file"])
-                .arg(cluster.dir.path().join(format!("nodes-{port}.conf")))
-                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-                .arg("--dir")
-                .arg(cluster.dir.path())
-                .arg("--logfile")
-                .arg(cluster.dir.path().join(format!("redis-{port}.log")))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("spawn redis-server (is it installed? apt-get install -y redis-server)")?;
-            cluster.nodes.push(child);
+            let child = cluster.spawn_node(port)?;
+            cluster.nodes.push(Some(child));
             cluster.ports.push(port);
         }
         let until = tokio::time::Instant::now() + START_DEADLINE;
@@ -229,6 +216,54 @@ impl RedisCluster {
                 .await?;
         }
         Ok(cluster)
+    }
+
+    /// One cluster node on `port`; its `nodes-PORT.conf` (the cluster's view: node id,
+    /// slots, peers) lives in the temp dir, so a restarted node rejoins with its slots.
+    fn spawn_node(&self, port: u16) -> anyhow::Result<Child> {
+        Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .args(["--cluster-enabled", "yes", "--cluster-config-file"])
+            .arg(self.dir.path().join(format!("nodes-{port}.conf")))
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join(format!("redis-{port}.log")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawn redis-server (is it installed? apt-get install -y redis-server)")
+    }
+
+    /// Kill one node (its slots become unavailable: no replicas, no failover).
+    pub fn stop_node(&mut self, node: usize) {
+        if let Some(mut child) = self.nodes[node].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start a stopped node again on its port; waits until every node reports
+    /// `cluster_state:ok` (it rejoins with its slots, empty).
+    pub async fn restart_node(&mut self, node: usize) -> anyhow::Result<()> {
+        self.stop_node(node);
+        let child = self.spawn_node(self.ports[node])?;
+        self.nodes[node] = Some(child);
+        let until = tokio::time::Instant::now() + START_DEADLINE;
+        for i in 0..self.ports.len() {
+            self.wait_until(
+                i,
+                until,
+                "cluster_state:ok",
+                |r| r.contains("cluster_state:ok"),
+                &["CLUSTER", "INFO"],
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn wait_until(
@@ -272,7 +307,7 @@ impl RedisCluster {
             .collect()
     }
     pub fn pids(&self) -> Vec<u32> {
-        self.nodes.iter().map(Child::id).collect()
+        self.nodes.iter().flatten().map(Child::id).collect()
     }
     /// One node's log so far (for failure messages).
     pub fn log(&self, node: usize) -> String {
@@ -326,7 +361,7 @@ impl RedisCluster {
 
     /// Kill every node (by PID) and reap it.
     pub fn stop(&mut self) {
-        for mut child in self.nodes.drain(..) {
+        for mut child in self.nodes.drain(..).flatten() {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -735,3 +735,91 @@ async fn shared_limit_on_redis_cluster_is_exact() {
         assert_eq!(decisions(gw, "error_allowed"), 0.0);
     }
 }
+
+/// F9 on Redis Cluster: the master that owns a key's slot dies (no replicas: its slots are
+/// gone). With `on_error: deny`, that key's requests get 503 within the timeout; when the
+/// master comes back (same port and node id, its slots), shared limiting resumes without a
+/// gateway restart.
+#[tokio::test]
+async fn f9_redis_cluster_master_down_and_back() {
+    assert!(
+        redis_available() && redis_cli_available(),
+        "redis-server / redis-cli are not installed (./scripts/test installs them)"
+    );
+    let mut cluster = RedisCluster::start(3).await.expect("start redis cluster");
+    let up = EchoUpstream::start("app").await.expect("upstream");
+    let mut redis = String::from("redis:\n  cluster:\n");
+    for url in cluster.urls() {
+        redis.push_str(&format!("    - {url}\n"));
+    }
+    redis.push_str("  timeout: 300ms\n  on_error: deny\n");
+    let gw = TestGateway::start(&config(
+        &up.url(),
+        Some(redis),
+        "    rate_limit:\n      - { requests: 1000, per: 1s, key: \"header:x-tenant\", scope: shared }\n",
+    ))
+    .await
+    .expect("gateway");
+    let key = "gatehouse:rl:{all|default|h:acme}";
+    let node = cluster
+        .node_of_slot(cluster.keyslot(key).await.expect("keyslot"))
+        .await
+        .expect("node of slot");
+    let c = client();
+    let status = |c: &reqwest::Client| {
+        let req = c.get(gw.url("/x")).header("x-tenant", "acme").send();
+        async move { req.await.expect("request").status().as_u16() }
+    };
+    assert_eq!(status(&c).await, 200);
+
+    cluster.stop_node(node);
+    let started = Instant::now();
+    assert_eq!(
+        status(&c).await,
+        503,
+        "master of {key} is down, on_error: deny"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "503 took {:?} (timeout 300ms)",
+        started.elapsed()
+    );
+    // Five consecutive failures open the (one, cluster-wide) breaker: then 503 at once.
+    for _ in 0..5 {
+        assert_eq!(status(&c).await, 503);
+    }
+    assert_eq!(metric(&gw, "gatehouse_redis_breaker_state "), 1.0);
+    let open = Instant::now();
+    assert_eq!(status(&c).await, 503);
+    assert!(
+        open.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        open.elapsed()
+    );
+    assert!(decisions(&gw, "error_denied") >= 7.0);
+
+    cluster.restart_node(node).await.expect("restart master");
+    let back = Instant::now();
+    let mut recovered = false;
+    while back.elapsed() < Duration::from_secs(10) {
+        if status(&c).await == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "cluster master back: shared limiting resumed after {:?}",
+        back.elapsed()
+    );
+    assert!(recovered, "no 200 within 10 s after the master returned");
+    assert_eq!(metric(&gw, "gatehouse_redis_breaker_state "), 0.0);
+    assert_eq!(
+        cluster
+            .command(node, &["EXISTS", key])
+            .await
+            .expect("exists"),
+        ":1\r\n",
+        "{key} was not written to its restarted master"
+    );
+}
