@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gatehouse_core::snapshot::{LimitKey, LimitScope, RateLimitSpec};
+use gatehouse_core::snapshot::{LimitKey, LimitScope, RateLimitSpec, RedisEndpoint};
 use gatehouse_proxy::ratelimit::local::LocalLimiter;
 use gatehouse_proxy::ratelimit::redis::RedisStore;
 use gatehouse_testkit::{EchoUpstream, RedisServer, TestGateway};
@@ -85,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
         t0.elapsed().as_nanos() as f64 / n as f64
     );
     let store = RedisStore::new(
-        &redis.url(),
+        &RedisEndpoint::Standalone(redis.url()),
         Duration::from_secs(1),
         Arc::new(gatehouse_telemetry::Metrics::new()),
     )

@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 use gatehouse_core::router::{PathPattern as RouterPattern, RouteSpec, Router};
 use gatehouse_core::snapshot::{
     AdminSpec, HeaderOps, LimitKey, LimitScope, Limits, ListenerSpec, MirrorSpec, OnError,
-    RateLimitSpec, RedisSpec, Rewrite, Route, RouteTarget, Template, TlsCert, TlsSpec,
+    RateLimitSpec, RedisEndpoint, RedisSpec, Rewrite, Route, RouteTarget, Template, TlsCert,
+    TlsSpec,
 };
 use gatehouse_core::upstream::{
     ActiveCheck, Balance, Breaker, HashOn, Passive, RetryPolicy, Target, Upstream,
@@ -431,7 +432,10 @@ pub fn compile(loaded: &Loaded, text: &str, base_dir: &Path) -> Result<Snapshot,
         routes,
         router,
         redis: cfg.redis.as_ref().map(|r| RedisSpec {
-            url: r.url.clone(),
+            endpoint: match (&r.cluster, &r.url) {
+                (Some(nodes), _) => RedisEndpoint::Cluster(nodes.clone()),
+                (None, url) => RedisEndpoint::Standalone(url.clone().unwrap_or_default()),
+            },
             timeout: r.timeout.0,
             on_error: match r.on_error {
                 model::OnError::Allow => OnError::Allow,

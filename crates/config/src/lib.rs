@@ -336,6 +336,13 @@ impl Config {
                 *url = Value::String(validate::redact_url_password(s));
             }
         }
+        if let Some(Value::Array(nodes)) = value.pointer_mut("/redis/cluster") {
+            for url in nodes {
+                if let Some(s) = url.as_str() {
+                    *url = Value::String(validate::redact_url_password(s));
+                }
+            }
+        }
         value
     }
 }

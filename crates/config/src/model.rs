@@ -568,12 +568,19 @@ pub struct Route {
     pub cors: Option<CorsConfig>,
 }
 
-/// The Redis server shared by all gateway nodes.
+/// The Redis shared by all gateway nodes: one server (`url`) or a Redis Cluster (`cluster`),
+/// exactly one of the two.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Redis {
+    /// One Redis server (or a proxy in front of a cluster):
     /// `redis://[:password@]host:port[/db]` (a password is redacted on the admin API).
-    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Redis Cluster: seed nodes, `redis://[:password@]host:port` each; the client discovers
+    /// the rest of the cluster from any of them and follows slot moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Vec<String>>,
     /// Longest wait for one rate-limit decision; after it the request is handled per
     /// `on_error`.
     #[serde(default = "default_redis_timeout")]

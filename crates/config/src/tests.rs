@@ -1297,6 +1297,92 @@ fn auth_failures_limit_compiles_and_validates() {
 }
 
 #[test]
+fn redis_cluster_parses_compiles_and_is_redacted() {
+    let text = format!(
+        "{MINIMAL}redis:\n  cluster:\n    - redis://:hunter2@10.0.0.5:7000\n    - redis://:hunter2@10.0.0.6:7000/0\n  timeout: 30ms\n"
+    );
+    let config = load_ok(&text);
+    let r = config.redis.as_ref().expect("redis");
+    assert_eq!(r.url, None);
+    assert_eq!(r.cluster.as_ref().map(Vec::len), Some(2));
+    let v = config.redacted();
+    assert_eq!(
+        v["redis"]["cluster"][0],
+        "redis://:<redacted>@10.0.0.5:7000"
+    );
+    assert_eq!(
+        v["redis"]["cluster"][1],
+        "redis://:<redacted>@10.0.0.6:7000/0"
+    );
+    assert!(v["redis"].get("url").is_none());
+    assert!(!v.to_string().contains("hunter2"));
+    let snap = compile_str(&text, std::path::Path::new("."), &no_env).expect("compiles");
+    let spec = snap.redis.as_ref().expect("redis");
+    assert_eq!(
+        spec.endpoint,
+        gatehouse_core::snapshot::RedisEndpoint::Cluster(vec![
+            "redis://:hunter2@10.0.0.5:7000".to_owned(),
+            "redis://:hunter2@10.0.0.6:7000/0".to_owned(),
+        ])
+    );
+    assert_eq!(spec.timeout, std::time::Duration::from_millis(30));
+    // The one-server form compiles to a standalone endpoint.
+    let snap = compile_str(RATE_LIMITED, std::path::Path::new("."), &no_env).expect("compiles");
+    assert_eq!(
+        snap.redis.as_ref().expect("redis").endpoint,
+        gatehouse_core::snapshot::RedisEndpoint::Standalone(
+            "redis://:hunter2@10.0.0.5:6379/2".to_owned()
+        )
+    );
+}
+
+#[test]
+fn redis_cluster_rules() {
+    // Lines: MINIMAL has 11 lines, so `redis:` is line 12.
+    let base = MINIMAL.lines().count();
+    let neither = format!("{MINIMAL}redis:\n  timeout: 10ms\n");
+    let errors = load_err(&neither);
+    let e = find(&errors, "redis");
+    assert!(
+        e.message.contains("`url`") && e.message.contains("`cluster`"),
+        "{e}"
+    );
+    assert_eq!(line(e), base + 1);
+
+    let both = format!("{MINIMAL}redis:\n  url: redis://h:1\n  cluster: [redis://h:2]\n");
+    let errors = load_err(&both);
+    let e = find(&errors, "redis.cluster");
+    assert!(e.message.contains("exclusive"), "{e}");
+    assert_eq!(line(e), base + 3);
+
+    let empty = format!("{MINIMAL}redis:\n  cluster: []\n");
+    let errors = load_err(&empty);
+    assert!(find(&errors, "redis.cluster")
+        .message
+        .contains("at least one"));
+
+    let bad = format!(
+        "{MINIMAL}redis:\n  cluster:\n    - redis://h:1\n    - http://:pw@h:2\n    - redis://:pw@h:3/2\n    - redis://h:1\n"
+    );
+    let errors = load_err(&bad);
+    let e = find(&errors, "redis.cluster[1]");
+    assert!(e.message.contains("must start with `redis://`"), "{e}");
+    assert_eq!(line(e), base + 4);
+    let e = find(&errors, "redis.cluster[2]");
+    assert!(e.message.contains("only database 0"), "{e}");
+    assert!(!e.message.contains("pw"), "{e}");
+    assert_eq!(line(e), base + 5);
+    let e = find(&errors, "redis.cluster[3]");
+    assert!(e.message.contains("duplicate"), "{e}");
+    assert_eq!(line(e), base + 6);
+    assert!(errors.iter().all(|e| e.path != "redis.cluster[0]"));
+
+    let typo = format!("{MINIMAL}redis:\n  clustr: [redis://h:1]\n");
+    let errors = load_err(&typo);
+    assert!(errors[0].message.contains("unknown field"), "{}", errors[0]);
+}
+
+#[test]
 fn redis_section_rules() {
     for (url, msg) in [
         ("http://x:1", "must start with `redis://`"),

@@ -452,6 +452,12 @@ pub fn check_redis_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The database part of a `redis://` URL (`""` when absent).
+fn redis_url_db(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split_once('/').map_or("", |(_, db)| db)
+}
+
 /// `redis://user:secret@host` -> `redis://user:<redacted>@host`.
 pub fn redact_url_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -472,8 +478,42 @@ fn redis(cx: &mut Ctx, config: &Config) {
     let Some(r) = &config.redis else {
         return;
     };
-    if let Err(e) = check_redis_url(&r.url) {
-        cx.err("redis.url", e);
+    match (&r.url, &r.cluster) {
+        (None, None) => cx.err(
+            "redis",
+            "needs `url` (one Redis server) or `cluster` (Redis Cluster seed nodes)",
+        ),
+        (Some(_), Some(_)) => cx.err(
+            "redis.cluster",
+            "`url` and `cluster` are exclusive: `url` for one Redis server, `cluster` for the \
+             seed nodes of a Redis Cluster",
+        ),
+        (Some(url), None) => {
+            if let Err(e) = check_redis_url(url) {
+                cx.err("redis.url", e);
+            }
+        }
+        (None, Some(nodes)) => {
+            if nodes.is_empty() {
+                cx.err("redis.cluster", "needs at least one seed node URL");
+            }
+            for (i, url) in nodes.iter().enumerate() {
+                let path = format!("redis.cluster[{i}]");
+                if let Err(e) = check_redis_url(url) {
+                    cx.err(&path, e);
+                } else if !matches!(redis_url_db(url), "" | "0") {
+                    cx.err(
+                        &path,
+                        format!(
+                            "redis URL `{}`: Redis Cluster has only database 0",
+                            redact_url_password(url)
+                        ),
+                    );
+                } else if nodes[..i].contains(url) {
+                    cx.err(&path, "duplicate seed node");
+                }
+            }
+        }
     }
     cx.positive_duration("redis.timeout", r.timeout);
 }

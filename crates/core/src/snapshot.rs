@@ -186,9 +186,18 @@ pub struct MirrorSpec {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisSpec {
-    pub url: String,
+    pub endpoint: RedisEndpoint,
     pub timeout: Duration,
     pub on_error: OnError,
+}
+
+/// Where the shared rate-limit store lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisEndpoint {
+    /// One Redis server (or a proxy in front of a cluster): its URL.
+    Standalone(String),
+    /// A Redis Cluster: the URLs of its seed nodes.
+    Cluster(Vec<String>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -35,7 +35,7 @@ pub use raw::{
     closed_port, http_response, raw_request, BlackholeUpstream, RawConn, RawScript, RawUpstream,
     SlowUpstream,
 };
-pub use redis::{redis_available, RedisServer};
+pub use redis::{redis_available, redis_cli_available, RedisCluster, RedisServer};
 pub use wait::{wait_for, wait_for_async};
 pub use ws::{WsEchoUpstream, WsOptions};
 

@@ -629,3 +629,197 @@ async fn consumer_key_limits_each_consumer_separately() {
     // Unauthenticated requests never reach the limiter: 401, not 429.
     assert_eq!(send("wrong-key-0123456789").await, 401);
 }
+
+/// Issue #5 on Redis Cluster: two gateways share one limit through a 3-master cluster (seed
+/// list in `redis.cluster`) and admit no more than the limit; the keys of different tenants
+/// land in different slots on different masters, each written where the cluster routes it.
+#[tokio::test]
+async fn shared_limit_on_redis_cluster_is_exact() {
+    assert!(
+        redis_available(),
+        "redis-server is not installed (./scripts/test installs it: apt-get install -y redis-server)"
+    );
+    assert!(
+        redis_cli_available(),
+        "redis-cli is not installed (./scripts/test installs it: apt-get install -y redis-tools)"
+    );
+    let cluster = RedisCluster::start(3).await.expect("start redis cluster");
+    let up = EchoUpstream::start("app").await.expect("upstream");
+    let mut redis = String::from("redis:\n  cluster:\n");
+    for url in cluster.urls() {
+        redis.push_str(&format!("    - {url}\n"));
+    }
+    redis.push_str("  timeout: 2s\n  on_error: deny\n");
+    // 20 per minute: T = 3 s, so refills during the test are at most a few.
+    let yaml = config(
+        &up.url(),
+        Some(redis),
+        "    rate_limit:\n      - { requests: 20, per: 1m, key: \"header:x-tenant\", scope: shared }\n",
+    );
+    let gws = [
+        TestGateway::start(&yaml).await.expect("gateway 1"),
+        TestGateway::start(&yaml).await.expect("gateway 2"),
+    ];
+
+    // One hot tenant: 4 clients per gateway, 60 requests in all.
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for gw in &gws {
+        for _ in 0..4 {
+            let url = gw.url("/x");
+            tasks.spawn(async move {
+                let c = client();
+                let mut ok = 0;
+                for _ in 0..15 {
+                    let r = c
+                        .get(&url)
+                        .header("x-tenant", "hot")
+                        .send()
+                        .await
+                        .expect("request");
+                    match r.status().as_u16() {
+                        200 => ok += 1,
+                        429 => {}
+                        other => panic!("unexpected status {other}"),
+                    }
+                }
+                ok
+            });
+        }
+    }
+    let mut admitted = 0;
+    while let Some(r) = tasks.join_next().await {
+        admitted += r.expect("task");
+    }
+    let elapsed = start.elapsed();
+    let refills = (elapsed.as_millis() / 3000) as usize + 1;
+    eprintln!("cluster: {admitted} of 60 admitted in {elapsed:?} (limit 20 per 1m)");
+    assert!(
+        (20..=20 + refills).contains(&admitted),
+        "{admitted} admitted by 2 gateways in {elapsed:?} (limit 20, ≤ {refills} refills)"
+    );
+
+    // Many tenants: each key is stored on the master that owns its slot, and the keys
+    // spread over more than one master.
+    let c = client();
+    let mut masters = std::collections::BTreeSet::new();
+    let mut slots = std::collections::BTreeSet::new();
+    for i in 0..12 {
+        let tenant = format!("t{i}");
+        let gw = &gws[i % 2];
+        let r = c
+            .get(gw.url("/x"))
+            .header("x-tenant", &tenant)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200, "tenant {tenant}");
+        let key = format!("gatehouse:rl:{{all|default|h:{tenant}}}");
+        let slot = cluster.keyslot(&key).await.expect("keyslot");
+        let node = cluster.node_of_slot(slot).await.expect("node of slot");
+        assert_eq!(
+            cluster
+                .command(node, &["EXISTS", &key])
+                .await
+                .expect("exists"),
+            ":1\r\n",
+            "{key} (slot {slot}) is not on node {node}"
+        );
+        slots.insert(slot);
+        masters.insert(node);
+    }
+    assert!(slots.len() > 1, "all tenants in one slot: {slots:?}");
+    assert!(masters.len() > 1, "all tenants on one master: {masters:?}");
+    for gw in &gws {
+        assert_eq!(decisions(gw, "error_denied"), 0.0);
+        assert_eq!(decisions(gw, "error_allowed"), 0.0);
+    }
+}
+
+/// F9 on Redis Cluster: the master that owns a key's slot dies (no replicas: its slots are
+/// gone). With `on_error: deny`, that key's requests get 503 within the timeout; when the
+/// master comes back (same port and node id, its slots), shared limiting resumes without a
+/// gateway restart.
+#[tokio::test]
+async fn f9_redis_cluster_master_down_and_back() {
+    assert!(
+        redis_available() && redis_cli_available(),
+        "redis-server / redis-cli are not installed (./scripts/test installs them)"
+    );
+    let mut cluster = RedisCluster::start(3).await.expect("start redis cluster");
+    let up = EchoUpstream::start("app").await.expect("upstream");
+    let mut redis = String::from("redis:\n  cluster:\n");
+    for url in cluster.urls() {
+        redis.push_str(&format!("    - {url}\n"));
+    }
+    redis.push_str("  timeout: 300ms\n  on_error: deny\n");
+    let gw = TestGateway::start(&config(
+        &up.url(),
+        Some(redis),
+        "    rate_limit:\n      - { requests: 1000, per: 1s, key: \"header:x-tenant\", scope: shared }\n",
+    ))
+    .await
+    .expect("gateway");
+    let key = "gatehouse:rl:{all|default|h:acme}";
+    let node = cluster
+        .node_of_slot(cluster.keyslot(key).await.expect("keyslot"))
+        .await
+        .expect("node of slot");
+    let c = client();
+    let status = |c: &reqwest::Client| {
+        let req = c.get(gw.url("/x")).header("x-tenant", "acme").send();
+        async move { req.await.expect("request").status().as_u16() }
+    };
+    assert_eq!(status(&c).await, 200);
+
+    cluster.stop_node(node);
+    let started = Instant::now();
+    assert_eq!(
+        status(&c).await,
+        503,
+        "master of {key} is down, on_error: deny"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "503 took {:?} (timeout 300ms)",
+        started.elapsed()
+    );
+    // Five consecutive failures open the (one, cluster-wide) breaker: then 503 at once.
+    for _ in 0..5 {
+        assert_eq!(status(&c).await, 503);
+    }
+    assert_eq!(metric(&gw, "gatehouse_redis_breaker_state "), 1.0);
+    let open = Instant::now();
+    assert_eq!(status(&c).await, 503);
+    assert!(
+        open.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        open.elapsed()
+    );
+    assert!(decisions(&gw, "error_denied") >= 7.0);
+
+    cluster.restart_node(node).await.expect("restart master");
+    let back = Instant::now();
+    let mut recovered = false;
+    while back.elapsed() < Duration::from_secs(10) {
+        if status(&c).await == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "cluster master back: shared limiting resumed after {:?}",
+        back.elapsed()
+    );
+    assert!(recovered, "no 200 within 10 s after the master returned");
+    assert_eq!(metric(&gw, "gatehouse_redis_breaker_state "), 0.0);
+    assert_eq!(
+        cluster
+            .command(node, &["EXISTS", key])
+            .await
+            .expect("exists"),
+        ":1\r\n",
+        "{key} was not written to its restarted master"
+    );
+}

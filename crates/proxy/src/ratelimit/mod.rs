@@ -119,8 +119,8 @@ impl RateLimiters {
         let redis = match &snap.redis {
             None => None,
             Some(spec) => match &reg.redis {
-                Some(store) if store.url == spec.url => Some(store.clone()),
-                _ => match RedisStore::new(&spec.url, spec.timeout, self.metrics.clone()) {
+                Some(store) if store.endpoint == spec.endpoint => Some(store.clone()),
+                _ => match RedisStore::new(&spec.endpoint, spec.timeout, self.metrics.clone()) {
                     Ok(store) => Some(Arc::new(store)),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot set up redis; shared limits use on_error");

@@ -1,13 +1,19 @@
-//! The shared store: one `ConnectionManager` (multiplexed, reconnecting) per Redis URL and one
-//! atomic Lua script per decision. Redis time (`TIME`), not node clocks, decides; every call
-//! is bounded by `redis.timeout` and guarded by the circuit breaker.
+//! The shared store: one multiplexed, reconnecting connection per Redis endpoint (a
+//! `ConnectionManager` for one server, a cluster connection that routes by key slot and
+//! follows `MOVED`/`ASK` for Redis Cluster) and one atomic Lua script per decision. Every key
+//! carries one `{...}` hash tag, so a script touches a single slot in either mode. Redis time
+//! (`TIME`), not node clocks, decides; every call is bounded by `redis.timeout` and guarded by
+//! the circuit breaker, the same way in both modes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gatehouse_core::snapshot::RedisEndpoint;
 use gatehouse_telemetry::metrics::RedisErrorLabels;
 use gatehouse_telemetry::Metrics;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
 
 use super::breaker::{Breaker, Permit, FAILURE_THRESHOLD, OPEN_FOR};
 
@@ -56,9 +62,26 @@ impl StoreError {
     }
 }
 
+/// The connection, per mode. Both are cheap to clone (handles to one multiplexed connection
+/// per node) and reconnect by themselves.
+#[derive(Clone)]
+enum Conn {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    async fn invoke(&self, inv: &redis::ScriptInvocation<'_>) -> redis::RedisResult<(i64, i64)> {
+        match self {
+            Conn::Standalone(c) => inv.invoke_async(&mut c.clone()).await,
+            Conn::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
+        }
+    }
+}
+
 pub struct RedisStore {
-    pub url: String,
-    conn: ConnectionManager,
+    pub endpoint: RedisEndpoint,
+    conn: Conn,
     script: redis::Script,
     pub breaker: Breaker,
     metrics: Arc<Metrics>,
@@ -67,19 +90,49 @@ pub struct RedisStore {
 impl RedisStore {
     /// Must run inside a tokio runtime. Connects lazily: a Redis that is down at startup
     /// only makes the first decisions fall back to `on_error`.
-    pub fn new(url: &str, timeout: Duration, metrics: Arc<Metrics>) -> Result<RedisStore, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis url: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
-            .set_response_timeout(Some(timeout.max(Duration::from_millis(250))))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| format!("redis: {e}"))?;
-        let name = gatehouse_config::validate::redact_url_password(url);
+    pub fn new(
+        endpoint: &RedisEndpoint,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<RedisStore, String> {
+        // The per-call bound is `timeout` (below); these only stop a dead socket from
+        // holding a connection attempt forever.
+        let io_timeout = timeout.max(Duration::from_millis(250));
+        let redact = gatehouse_config::validate::redact_url_password;
+        let (conn, name) = match endpoint {
+            RedisEndpoint::Standalone(url) => {
+                let client =
+                    redis::Client::open(url.as_str()).map_err(|e| format!("redis url: {e}"))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(io_timeout))
+                    .set_response_timeout(Some(io_timeout))
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(20))
+                    .set_max_delay(Duration::from_millis(200));
+                let conn = ConnectionManager::new_lazy_with_config(client, config)
+                    .map_err(|e| format!("redis: {e}"))?;
+                (Conn::Standalone(conn), redact(url))
+            }
+            RedisEndpoint::Cluster(nodes) => {
+                let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+                    .connection_timeout(io_timeout)
+                    .response_timeout(io_timeout)
+                    // Retries follow MOVED/ASK and reconnect to a node; the decision as a
+                    // whole is still bounded by `timeout`.
+                    .retries(3)
+                    .min_retry_wait(10)
+                    .max_retry_wait(100)
+                    .build()
+                    .map_err(|e| format!("redis cluster: {e}"))?;
+                // Connects in the background: a cluster that is down at startup only makes
+                // the first decisions fall back to `on_error`.
+                let conn = client.get_pending_async_connection_with_config(ClusterConfig::new());
+                let names: Vec<String> = nodes.iter().map(|u| redact(u)).collect();
+                (Conn::Cluster(conn), format!("cluster[{}]", names.join(",")))
+            }
+        };
         Ok(RedisStore {
-            url: url.to_owned(),
+            endpoint: endpoint.clone(),
             conn,
             script: redis::Script::new(GCRA_LUA),
             breaker: Breaker::new(
@@ -115,10 +168,9 @@ impl RedisStore {
             done: false,
         };
         let started = Instant::now();
-        let mut conn = self.conn.clone();
         let mut inv = self.script.key(key);
         inv.arg(t_us).arg(cap_us).arg(want).arg(giveback);
-        let result = tokio::time::timeout(timeout, inv.invoke_async::<(i64, i64)>(&mut conn)).await;
+        let result = tokio::time::timeout(timeout, self.conn.invoke(&inv)).await;
         let mut guard = guard;
         guard.done = true;
         match result {
