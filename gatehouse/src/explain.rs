@@ -135,6 +135,9 @@ pub fn run(config: &Path, method: &str, url: &str, headers: &[String]) -> ExitCo
             if let Some(c) = r.concurrency {
                 limits.push(format!("{c} in flight"));
             }
+            if let Some(c) = r.consumer_concurrency {
+                limits.push(format!("{c} in flight per consumer"));
+            }
             let limits = if limits.is_empty() {
                 "not configured".to_string()
             } else {

@@ -375,7 +375,8 @@ pub fn compile(loaded: &Loaded, text: &str, base_dir: &Path) -> Result<Snapshot,
             websocket: r.websocket,
             rate_limits,
             rate_limit_policy,
-            concurrency: r.concurrency,
+            concurrency: r.concurrency.and_then(|c| c.route),
+            consumer_concurrency: r.concurrency.and_then(|c| c.consumer),
             sticky: r.sticky.as_deref().and_then(|s| HashOn::parse(s).ok()),
             mirror: r.mirror.as_ref().and_then(|m| {
                 upstream_index.get(&m.upstream).map(|i| MirrorSpec {

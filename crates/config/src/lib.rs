@@ -32,10 +32,10 @@ use serde_saphyr::MessageFormatter;
 pub use compile::{compile, compile_str};
 pub use env::interpolate;
 pub use model::{
-    Admin, Allow, ApiKeyAuth, AuthProvider, Backend, Balance, CertificateFiles, Config, Consumer,
-    CorsConfig, ForwardAuth, HeaderOps, HeaderRules, IntrospectionAuth, JwksSettings, JwtAuth,
-    JwtKeyConfig, Limits, Listener, ListenerTls, OnError, RateLimit, Redis, Rewrite, Route,
-    RouteAuth, RouteMatch, Scope, Target, Upstream, UpstreamTimeouts,
+    Admin, Allow, ApiKeyAuth, AuthProvider, Backend, Balance, CertificateFiles, Concurrency,
+    Config, Consumer, CorsConfig, ForwardAuth, HeaderOps, HeaderRules, IntrospectionAuth,
+    JwksSettings, JwtAuth, JwtKeyConfig, Limits, Listener, ListenerTls, OnError, RateLimit, Redis,
+    Rewrite, Route, RouteAuth, RouteMatch, Scope, Target, Upstream, UpstreamTimeouts,
 };
 use source_map::PosTarget;
 pub use source_map::{push_index, push_key, Location, SourceMap};

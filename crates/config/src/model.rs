@@ -304,6 +304,93 @@ impl Default for PassiveHealth {
     }
 }
 
+/// `concurrency`: an integer (route-wide) or `{route: N, consumer: M}` (both optional).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, JsonSchema)]
+#[schemars(with = "ConcurrencyForm")]
+pub struct Concurrency {
+    /// Requests in flight on the route.
+    pub route: Option<u32>,
+    /// Requests in flight per authenticated consumer (needs `auth` on the route).
+    pub consumer: Option<u32>,
+}
+
+impl Concurrency {
+    pub fn route(n: u32) -> Concurrency {
+        Concurrency {
+            route: Some(n),
+            consumer: None,
+        }
+    }
+}
+
+/// The schema of [`Concurrency`]: what a user may write.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum ConcurrencyForm {
+    /// Requests in flight on the route.
+    Route(u32),
+    Split(ConcurrencySplit),
+}
+
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ConcurrencySplit {
+    /// Requests in flight on the route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    route: Option<u32>,
+    /// Requests in flight per authenticated consumer (needs `auth` on the route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    consumer: Option<u32>,
+}
+
+impl Serialize for Concurrency {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (self.route, self.consumer) {
+            (Some(n), None) => s.serialize_u32(n),
+            (route, consumer) => ConcurrencySplit { route, consumer }.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Concurrency {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Concurrency;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an integer or a mapping `{route: N, consumer: M}`")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Concurrency, E> {
+                u32::try_from(v)
+                    .map(Concurrency::route)
+                    .map_err(|_| E::custom(format!("concurrency `{v}` is too large")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Concurrency, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::custom(format!(
+                        "invalid concurrency `{v}`: must be greater than 0"
+                    ))),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Concurrency, A::Error> {
+                let split = ConcurrencySplit::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(Concurrency {
+                    route: split.route,
+                    consumer: split.consumer,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A percentage written `N%` (0..=100).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
 #[schemars(with = "String")]
@@ -554,9 +641,10 @@ pub struct Route {
     /// Rate limits; a request must pass every one of them (429 otherwise).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rate_limit: Vec<RateLimit>,
-    /// Maximum requests in flight on this route (this node); more get 429.
+    /// Maximum requests in flight (this node); more get 429. `N` limits the route;
+    /// `{route: N, consumer: M}` also (or only) limits each authenticated consumer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub concurrency: Option<u32>,
+    pub concurrency: Option<Concurrency>,
     /// Authentication: `{any_of: [provider, ...]}` or `{all_of: [...]}`. Omitted: public.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<RouteAuth>,

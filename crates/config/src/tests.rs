@@ -1154,7 +1154,7 @@ fn rate_limits_parse_and_compile() {
     let r = &config.routes[0];
     assert_eq!(r.rate_limit.len(), 3);
     assert_eq!(r.rate_limit[0].scope, Scope::Local);
-    assert_eq!(r.concurrency, Some(200));
+    assert_eq!(r.concurrency, Some(crate::Concurrency::route(200)));
     let snap = compile_str(RATE_LIMITED, std::path::Path::new("."), &no_env).expect("compiles");
     let route = &snap.routes[0];
     // Local limits are evaluated first.
@@ -1168,6 +1168,7 @@ fn rate_limits_parse_and_compile() {
         "\"ip-1m\";q=100;w=60, \"header:X-Api-Key-1d\";q=10000;w=86400, \"hot\";q=1000;w=1"
     );
     assert_eq!(route.concurrency, Some(200));
+    assert_eq!(route.consumer_concurrency, None);
     assert_eq!(
         snap.redis.as_ref().expect("redis").on_error,
         gatehouse_core::snapshot::OnError::Deny
@@ -1497,4 +1498,61 @@ fn auth_validation_hs_with_public_key_and_allow_without_auth() {
     }
     let errs = auth_errors("auth:\n  k:\n    type: api_key\n    in: [cookie:x]\n    bogus: 1\n");
     assert!(!errs.is_empty());
+}
+
+const CONSUMER_ROUTE: &str = "consumers:\n  - name: acme\n    api_keys: [\"sha256:5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8\"]\n\
+auth:\n  k:\n    type: api_key\n    in: [header:x-api-key]\n\
+routes:\n  - name: r\n    match: { path: /* }\n    upstream: app\n    auth: { any_of: [k] }\n";
+
+#[test]
+fn concurrency_accepts_an_integer_or_route_and_consumer() {
+    // The mapping form, on an authenticated route.
+    let text =
+        format!("{AUTH_BASE}{CONSUMER_ROUTE}    concurrency: {{ route: 50, consumer: 2 }}\n");
+    let config = load_ok(&text);
+    let c = config.routes[0].concurrency.expect("concurrency");
+    assert_eq!((c.route, c.consumer), (Some(50), Some(2)));
+    let snap = compile_str(&text, std::path::Path::new("."), &no_env).expect("compiles");
+    assert_eq!(snap.routes[0].concurrency, Some(50));
+    assert_eq!(snap.routes[0].consumer_concurrency, Some(2));
+    // Consumer only, in block style.
+    let text = format!("{AUTH_BASE}{CONSUMER_ROUTE}    concurrency:\n      consumer: 3\n");
+    let snap = compile_str(&text, std::path::Path::new("."), &no_env).expect("compiles");
+    assert_eq!(snap.routes[0].concurrency, None);
+    assert_eq!(snap.routes[0].consumer_concurrency, Some(3));
+    // Round trip: the integer form stays an integer, the mapping a mapping.
+    let json = serde_json::to_value(crate::Concurrency::route(7)).expect("serializes");
+    assert_eq!(json, serde_json::json!(7));
+    let json = serde_json::to_value(crate::Concurrency {
+        route: None,
+        consumer: Some(4),
+    })
+    .expect("serializes");
+    assert_eq!(json, serde_json::json!({ "consumer": 4 }));
+}
+
+#[test]
+fn concurrency_validation_errors_have_paths_and_lines() {
+    // `consumer` on a public route.
+    let public = MINIMAL.replace(
+        "    upstream: users\n",
+        "    upstream: users\n    concurrency:\n      route: 10\n      consumer: 1\n",
+    );
+    let errors = load_err(&public);
+    let e = find(&errors, "routes[0].concurrency.consumer");
+    assert!(e.message.contains("needs `auth` on this route"), "{e}");
+    assert_eq!(line(e), 14);
+    // Zeroes, an empty mapping and a typo.
+    let text = format!("{AUTH_BASE}{CONSUMER_ROUTE}    concurrency: {{ route: 0, consumer: 0 }}\n");
+    let errors = load_err(&text);
+    find(&errors, "routes[0].concurrency.route");
+    find(&errors, "routes[0].concurrency.consumer");
+    let text = format!("{AUTH_BASE}{CONSUMER_ROUTE}    concurrency: {{}}\n");
+    assert!(find(&load_err(&text), "routes[0].concurrency")
+        .message
+        .contains("set `route`, `consumer` or both"));
+    let text = format!("{AUTH_BASE}{CONSUMER_ROUTE}    concurrency: {{ consumr: 1 }}\n");
+    let errors = load_err(&text);
+    assert!(errors[0].message.contains("unknown field"), "{}", errors[0]);
+    assert_eq!(errors[0].path, "routes[0].concurrency.consumr");
 }

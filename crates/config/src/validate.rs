@@ -598,8 +598,26 @@ fn route_limits(cx: &mut Ctx, path: &str, route: &Route, config: &Config) {
             );
         }
     }
-    if route.concurrency == Some(0) {
-        cx.err(&push_key(path, "concurrency"), "must be greater than 0");
+    if let Some(c) = route.concurrency {
+        let cpath = push_key(path, "concurrency");
+        match (c.route, c.consumer) {
+            (None, None) => cx.err(&cpath, "set `route`, `consumer` or both"),
+            // The integer form.
+            (Some(0), None) => cx.err(&cpath, "must be greater than 0"),
+            (route_max, consumer_max) => {
+                if route_max == Some(0) {
+                    cx.err(&push_key(&cpath, "route"), "must be greater than 0");
+                }
+                if consumer_max == Some(0) {
+                    cx.err(&push_key(&cpath, "consumer"), "must be greater than 0");
+                } else if consumer_max.is_some() && route.auth.is_none() {
+                    cx.err(
+                        &push_key(&cpath, "consumer"),
+                        "`consumer` needs `auth` on this route (a public route has no consumer): use `route`",
+                    );
+                }
+            }
+        }
     }
 }
 

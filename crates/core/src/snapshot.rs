@@ -166,7 +166,10 @@ pub struct Route {
     pub rate_limits: Vec<RateLimitSpec>,
     /// `RateLimit-Policy` header for this route's responses, built once at compile time.
     pub rate_limit_policy: Option<HeaderValue>,
+    /// Requests in flight on the route (this node).
     pub concurrency: Option<u32>,
+    /// Requests in flight per authenticated consumer (this node).
+    pub consumer_concurrency: Option<u32>,
     /// Canary stickiness for `backends`: the same header or cookie value always lands on the
     /// same upstream (for fixed weights).
     pub sticky: Option<HashOn>,

@@ -36,6 +36,8 @@ pub struct Ctx {
     pub ratelimit: Option<HeaderValue>,
     /// The route's concurrency slot, held until the response is complete.
     pub in_flight: Option<crate::policy::concurrency::InFlight>,
+    /// The consumer's concurrency slot on the route, held (and dropped) like `in_flight`.
+    pub consumer_in_flight: Option<crate::policy::concurrency::ConsumerInFlight>,
     /// Upstream tries made for this request (0: none).
     pub attempts: u32,
     /// The upstream circuit-breaker slot, held until the response body ends.
@@ -99,6 +101,7 @@ impl Ctx {
             error: None,
             ratelimit: None,
             in_flight: None,
+            consumer_in_flight: None,
             attempts: 0,
             upstream_permit: None,
             outlier_target: None,

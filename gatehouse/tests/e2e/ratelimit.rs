@@ -630,6 +630,66 @@ async fn consumer_key_limits_each_consumer_separately() {
     assert_eq!(send("wrong-key-0123456789").await, 401);
 }
 
+/// `concurrency: {consumer: 1}`: each API-key consumer has one request in flight at a time;
+/// another consumer is not affected, and the slot comes back when the response completes.
+#[tokio::test]
+async fn concurrency_per_consumer_limits_each_consumer() {
+    fn sha(s: &str) -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(s.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+    const A: &str = "acme-key-0123456789";
+    const B: &str = "other-key-0123456789";
+    let up = EchoUpstream::start("u").await.expect("upstream");
+    let yaml = format!(
+        "listeners:\n  - name: public\n    addr: 127.0.0.1:0\nupstreams:\n  app:\n    targets:\n      - url: {}\n\
+         consumers:\n  - name: acme\n    api_keys: [\"sha256:{}\"]\n  - name: other\n    api_keys: [\"sha256:{}\"]\n\
+         auth:\n  keys:\n    type: api_key\n    in: [header:x-api-key]\n\
+         routes:\n  - name: r\n    match: {{ path: /* }}\n    upstream: app\n    auth: {{ any_of: [keys] }}\n    concurrency: {{ route: 10, consumer: 1 }}\n",
+        up.url(),
+        sha(A),
+        sha(B)
+    );
+    let gw = TestGateway::start(&yaml).await.expect("gateway");
+    let send = |key: &'static str, delay_ms: u64| {
+        let url = gw.url("/x");
+        async move {
+            let r = client()
+                .get(url)
+                .header("x-api-key", key)
+                .header("x-echo-delay-ms", delay_ms.to_string())
+                .send()
+                .await
+                .expect("send");
+            let retry = r.headers().get("retry-after").cloned();
+            let status = r.status().as_u16();
+            let _ = r.bytes().await;
+            (status, retry)
+        }
+    };
+    // A's first request is held by the slow upstream.
+    let a_first = tokio::spawn(send(A, 1500));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!a_first.is_finished(), "the slow request finished early");
+    // A's second concurrent request is over A's limit.
+    let (status, retry) = send(A, 0).await;
+    assert_eq!(status, 429);
+    assert_eq!(retry.as_ref().map(|v| v.as_bytes()), Some(&b"1"[..]));
+    // B is a different consumer: admitted while A's request is in flight.
+    assert_eq!(send(B, 100).await.0, 200);
+    assert!(
+        !a_first.is_finished(),
+        "A's request must still be in flight"
+    );
+    // Once A's first request completes, A is admitted again.
+    assert_eq!(a_first.await.expect("task").0, 200);
+    assert_eq!(send(A, 0).await.0, 200);
+    assert_eq!(send(A, 0).await.0, 200);
+}
+
 /// Issue #5 on Redis Cluster: two gateways share one limit through a 3-master cluster (seed
 /// list in `redis.cluster`) and admit no more than the limit; the keys of different tenants
 /// land in different slots on different masters, each written where the cluster routes it.

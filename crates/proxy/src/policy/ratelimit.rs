@@ -126,6 +126,20 @@ pub async fn check(
             }
         }
     }
+    // Authentication has run, so an authenticated request has its consumer here. Validation
+    // requires `auth` on the route; a request without a consumer is not limited per consumer.
+    if let (Some(c), Some(consumer)) = (&rl.consumer_concurrency, ctx.consumer.as_deref()) {
+        match c.try_acquire(consumer) {
+            Some(slot) => ctx.consumer_in_flight = Some(slot),
+            None => {
+                // Give back the route slot at once: this request will not run.
+                ctx.in_flight = None;
+                rl.outcomes.limited.inc();
+                ctx.close |= has_body(headers);
+                return Err(GatewayError::RateLimited { retry_after: 1 });
+            }
+        }
+    }
     if rl.limits.is_empty() {
         return Ok(());
     }

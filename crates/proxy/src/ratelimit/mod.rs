@@ -18,7 +18,7 @@ use gatehouse_telemetry::metrics::DecisionLabels;
 use gatehouse_telemetry::Metrics;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::policy::concurrency::ConcurrencyLimit;
+use crate::policy::concurrency::{ConcurrencyLimit, ConsumerConcurrency};
 use local::LocalLimiter;
 use redis::RedisStore;
 use sync::Leases;
@@ -74,6 +74,8 @@ pub struct Outcomes {
 pub struct RouteLimits {
     pub limits: Vec<Arc<LimitState>>,
     pub concurrency: Option<Arc<ConcurrencyLimit>>,
+    /// In-flight requests per authenticated consumer.
+    pub consumer_concurrency: Option<Arc<ConsumerConcurrency>>,
     pub outcomes: Outcomes,
 }
 
@@ -81,6 +83,7 @@ pub struct RouteLimits {
 struct Registry {
     limits: HashMap<(String, RateLimitSpec), Arc<LimitState>>,
     concurrency: HashMap<String, Arc<ConcurrencyLimit>>,
+    consumer_concurrency: HashMap<String, Arc<ConsumerConcurrency>>,
     redis: Option<Arc<RedisStore>>,
     /// `limits.auth_failures`, kept while its spec is unchanged.
     auth_failures: Option<(RateLimitSpec, Arc<LocalLimiter>)>,
@@ -131,9 +134,13 @@ impl RateLimiters {
         };
         let mut limits = HashMap::new();
         let mut concurrency = HashMap::new();
+        let mut consumer_concurrency = HashMap::new();
         let mut routes = Vec::with_capacity(snap.routes.len());
         for route in &snap.routes {
-            if route.rate_limits.is_empty() && route.concurrency.is_none() {
+            if route.rate_limits.is_empty()
+                && route.concurrency.is_none()
+                && route.consumer_concurrency.is_none()
+            {
                 routes.push(None);
                 continue;
             }
@@ -158,6 +165,16 @@ impl RateLimiters {
                 concurrency.insert(route.name.clone(), c.clone());
                 c
             });
+            let consumer_conc = route.consumer_concurrency.map(|max| {
+                let c = reg
+                    .consumer_concurrency
+                    .get(&route.name)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(ConsumerConcurrency::new(max as usize)));
+                c.set_max(max as usize);
+                consumer_concurrency.insert(route.name.clone(), c.clone());
+                c
+            });
             let counter = |outcome: &'static str| {
                 self.metrics
                     .ratelimit_decisions
@@ -170,6 +187,7 @@ impl RateLimiters {
             routes.push(Some(Arc::new(RouteLimits {
                 limits: states,
                 concurrency: conc,
+                consumer_concurrency: consumer_conc,
                 outcomes: Outcomes {
                     allowed: counter("allowed"),
                     limited: counter("limited"),
@@ -180,6 +198,7 @@ impl RateLimiters {
         }
         reg.limits = limits;
         reg.concurrency = concurrency;
+        reg.consumer_concurrency = consumer_concurrency;
         reg.redis = redis.clone();
         reg.auth_failures = match (&snap.limits.auth_failures, reg.auth_failures.take()) {
             (None, _) => None,
