@@ -282,7 +282,7 @@ async fn run(
     }
     route.request_headers.apply(&mut parts.headers);
 
-    // cache lookup: see the caching issue.
+    // cache lookup: caching is not built yet; it slots in here.
 
     // upstream call: `forward` picks a healthy target, calls it and retries when safe.
     let on_upgrade = if websocket {
@@ -344,7 +344,7 @@ async fn run(
     }
     route.response_headers.apply(resp.headers_mut());
 
-    // cache store: see the caching issue.
+    // cache store: caching is not built yet; it slots in here.
     ctx.body_idle = Some(ups.timeouts.idle);
     Ok(resp.map(ResponseInner::Upstream))
 }
