@@ -326,8 +326,8 @@ async fn run(
     }
     let mut resp = result?;
 
-    // response transform
-    upstream::check_response_framing(&resp)?;
+    // response transform (framing was already checked by `upstream::call`, which also
+    // poisons the pooled connection when it is ambiguous, S13)
     if websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         match on_upgrade {
             Some(client_side) => {

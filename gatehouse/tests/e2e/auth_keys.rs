@@ -9,14 +9,6 @@ const T: Duration = Duration::from_secs(10);
 const KEY: &str = "k-acme-0123456789";
 const REVOKED: &str = "k-revoked-0123456789";
 
-fn sha256_hex(s: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 async fn setup(up: &EchoUpstream, hide: bool) -> TestGateway {
     // `REVOKED` was removed from the consumer: only its digest's absence distinguishes it.
     let yaml = format!(

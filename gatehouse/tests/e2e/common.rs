@@ -92,3 +92,12 @@ pub async fn raw_roundtrip(
 pub fn raw_json(r: &RawResponse) -> serde_json::Value {
     serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", r.body_str()))
 }
+
+/// Lowercase hex SHA-256, as consumers' `api_keys: ["sha256:<hex>"]` hold them.
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

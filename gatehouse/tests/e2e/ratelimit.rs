@@ -586,13 +586,6 @@ async fn shared_scope_without_redis_is_rejected() {
 /// cannot choose the counter.
 #[tokio::test]
 async fn consumer_key_limits_each_consumer_separately() {
-    fn sha(s: &str) -> String {
-        use sha2::Digest;
-        sha2::Sha256::digest(s.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
     let up = EchoUpstream::start("u").await.expect("upstream");
     let yaml = format!(
         "listeners:\n  - name: public\n    addr: 127.0.0.1:0\nupstreams:\n  app:\n    targets:\n      - url: {}\n\
@@ -600,8 +593,8 @@ async fn consumer_key_limits_each_consumer_separately() {
          auth:\n  keys:\n    type: api_key\n    in: [header:x-api-key]\n\
          routes:\n  - name: r\n    match: {{ path: /* }}\n    upstream: app\n    auth: {{ any_of: [keys] }}\n    rate_limit:\n      - {{ requests: 2, per: 1m, key: consumer }}\n",
         up.url(),
-        sha("acme-key-0123456789"),
-        sha("other-key-0123456789")
+        sha256_hex("acme-key-0123456789"),
+        sha256_hex("other-key-0123456789")
     );
     let gw = TestGateway::start(&yaml).await.expect("gateway");
     let c = client();
@@ -634,13 +627,6 @@ async fn consumer_key_limits_each_consumer_separately() {
 /// another consumer is not affected, and the slot comes back when the response completes.
 #[tokio::test]
 async fn concurrency_per_consumer_limits_each_consumer() {
-    fn sha(s: &str) -> String {
-        use sha2::Digest;
-        sha2::Sha256::digest(s.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
     const A: &str = "acme-key-0123456789";
     const B: &str = "other-key-0123456789";
     let up = EchoUpstream::start("u").await.expect("upstream");
@@ -650,8 +636,8 @@ async fn concurrency_per_consumer_limits_each_consumer() {
          auth:\n  keys:\n    type: api_key\n    in: [header:x-api-key]\n\
          routes:\n  - name: r\n    match: {{ path: /* }}\n    upstream: app\n    auth: {{ any_of: [keys] }}\n    concurrency: {{ route: 10, consumer: 1 }}\n",
         up.url(),
-        sha(A),
-        sha(B)
+        sha256_hex(A),
+        sha256_hex(B)
     );
     let gw = TestGateway::start(&yaml).await.expect("gateway");
     let send = |key: &'static str, delay_ms: u64| {
@@ -848,11 +834,16 @@ async fn f9_redis_cluster_master_down_and_back() {
     for _ in 0..5 {
         assert_eq!(status(&c).await, 503);
     }
-    assert_eq!(metric(&gw, "gatehouse_redis_breaker_state "), 1.0);
+    // The breaker stays open 500 ms; on a loaded machine it may already be half-open (2)
+    // when we look, and then the next request is the (slow) probe rather than a fast 503.
+    let state = metric(&gw, "gatehouse_redis_breaker_state ");
+    assert!(state == 1.0 || state == 2.0, "breaker state {state}");
+    // Either way the answer is bounded by the Redis timeout (the open-breaker fast path is
+    // covered by the breaker's unit tests with paused time).
     let open = Instant::now();
     assert_eq!(status(&c).await, 503);
     assert!(
-        open.elapsed() < Duration::from_millis(250),
+        open.elapsed() < Duration::from_millis(1500),
         "{:?}",
         open.elapsed()
     );
@@ -874,12 +865,14 @@ async fn f9_redis_cluster_master_down_and_back() {
     );
     assert!(recovered, "no 200 within 10 s after the master returned");
     assert_eq!(metric(&gw, "gatehouse_redis_breaker_state "), 0.0);
-    assert_eq!(
-        cluster
-            .command(node, &["EXISTS", key])
-            .await
-            .expect("exists"),
-        ":1\r\n",
-        "{key} was not written to its restarted master"
+    // The decision that answered 200 ran on the restarted master. (The key itself lives
+    // for about one emission interval at 1000/s, so EXISTS would race its expiry.)
+    let stats = cluster
+        .command(node, &["INFO", "commandstats"])
+        .await
+        .expect("info");
+    assert!(
+        stats.contains("cmdstat_evalsha") || stats.contains("cmdstat_eval:"),
+        "no script ran on the restarted master of {key}: {stats}"
     );
 }

@@ -17,6 +17,6 @@ pub mod registry;
 pub mod retry;
 pub mod tls;
 
-pub use call::{call, check_response_framing};
+pub use call::call;
 pub use client::{ClientCache, Connector, HttpClient};
 pub use forward::{forward, Outbound};
