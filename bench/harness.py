@@ -5,8 +5,9 @@ Every subject is measured the same way, interleaved within each repetition:
   direct           the fixed upstream (nginx `return 200`, ~100-byte body) hit directly
   nginx            nginx as a reverse proxy (one worker, upstream keep-alive, no access log)
   gatehouse        Gatehouse, one worker thread, access log off (metrics are always on)
-  gatehouse-chain  Gatehouse with the realistic chain. JWT and rate limiting are not built
-                   yet, so for now: metrics + JSON access log on (written to /dev/null)
+  gatehouse-chain  Gatehouse with the realistic chain: JWT verification (RS256, 2048-bit key
+                   made with openssl for this run), a local rate limit that never triggers,
+                   metrics and the JSON access log on (written to /dev/null)
 
 Pinning: the server under test runs on core 1; the load generator (wrk / h2load) and the
 upstream run on core 0, for every subject. Every run is bounded in time, and only the
@@ -110,14 +111,14 @@ def wait_port(port, proc, timeout=120):
     raise RuntimeError(f"{proc.bench_name}: port {port} not listening after {timeout}s")
 
 
-def wait_http_ok(url, proc, timeout=120):
+def wait_http_ok(url, proc, timeout=120, headers=None):
     deadline = time.time() + timeout
     last = None
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.bench_name} exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=5) as r:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as r:
                 if r.status == 200:
                     return
         except Exception as e:  # noqa: BLE001 - retried until the deadline
@@ -140,10 +141,14 @@ def mem_kib(pid):
 # ---------------------------------------------------------------- load generators
 
 
-def wrk(url, duration, conns, script_parts, env=None, timeout_s="5s"):
-    script = Path(ARGS.tmp) / ("wrk-" + "-".join(p.stem for p in script_parts) + ".lua")
+def wrk(url, duration, conns, script_parts, env=None, timeout_s="5s", headers=None):
+    tag = "-".join(p.stem for p in script_parts) + ("-auth" if headers else "")
+    script = Path(ARGS.tmp) / f"wrk-{tag}.lua"
     if not script.exists():
-        script.write_text("\n".join(p.read_text() for p in script_parts))
+        parts = [p.read_text() for p in script_parts]
+        for k, v in (headers or {}).items():
+            parts.insert(0, f'wrk.headers["{k}"] = "{v}"')
+        script.write_text("\n".join(parts))
     cmd = [
         "taskset", "-c", CLIENT_CORE, "wrk", "-t1", f"-c{conns}", f"-d{duration}s",
         "--timeout", timeout_s, "-s", str(script), url,
@@ -160,10 +165,12 @@ def wrk(url, duration, conns, script_parts, env=None, timeout_s="5s"):
     return d
 
 
-def h2load(url, n, conns, timeout=600):
+def h2load(url, n, conns, timeout=600, headers=None):
     """Exactly `n` HTTP/1.1 requests (keep-alive) from core 0; returns wall seconds."""
     cmd = ["taskset", "-c", CLIENT_CORE, "h2load", "--h1", "-n", str(n), "-c", str(conns),
            "-t", "1", url]
+    for k, v in (headers or {}).items():
+        cmd[-1:-1] = ["-H", f"{k}: {v}"]
     t0 = time.time()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     wall = time.time() - t0
@@ -171,6 +178,32 @@ def h2load(url, n, conns, timeout=600):
     if r.returncode != 0 or not m or int(m.group(4)) != n:
         raise RuntimeError(f"h2load failed: {r.stdout[-2000:]}\n{r.stderr[-2000:]}")
     return wall
+
+
+# ---------------------------------------------------------------- the chain's JWT
+
+
+def b64url(b):
+    import base64
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def make_jwt():
+    """A 2048-bit RSA key made for this run (openssl), its public half for the gateway, and
+    one RS256 token valid for a day: the chain subject verifies it on every request."""
+    key, pub = Path(ARGS.tmp) / "jwt.key", Path(ARGS.tmp) / "jwt.pub.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                    "-out", key], check=True, capture_output=True, timeout=120)
+    subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-out", pub], check=True,
+                   capture_output=True, timeout=60)
+    now = int(time.time())
+    header = b64url(json.dumps({"alg": "RS256", "typ": "JWT", "kid": "bench"}).encode())
+    claims = b64url(json.dumps({"iss": "https://idp.bench/", "aud": "bench", "sub": "bench-user",
+                                "iat": now, "exp": now + 86400, "scope": "read write"}).encode())
+    signing_input = f"{header}.{claims}".encode()
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=signing_input,
+                         check=True, capture_output=True, timeout=60).stdout
+    return pub, f"{header}.{claims}.{b64url(sig)}"
 
 
 # ---------------------------------------------------------------- subjects
@@ -182,9 +215,10 @@ def nginx_conf(template, name, **kw):
     return conf
 
 
-def gatehouse_yaml(name, port, admin_port, upstream_port, routes=1, variant="a"):
+def gatehouse_yaml(name, port, admin_port, upstream_port, routes=1, variant="a", chain=False):
     """One listener and upstream; `routes` routes of mixed kinds (exact, prefix, param),
-    the benchmarked one (`/bench/*`) among them."""
+    the benchmarked one (`/bench/*`) among them. `chain`: the bench route verifies an RS256
+    JWT and has a local rate limit that never triggers."""
     lines = [
         "# generated by bench/harness.py",
         "listeners:",
@@ -194,13 +228,27 @@ def gatehouse_yaml(name, port, admin_port, upstream_port, routes=1, variant="a")
         "upstreams:",
         "  app:",
         f"    targets: [{{ url: http://127.0.0.1:{upstream_port} }}]",
-        "routes:",
     ]
+    if chain:
+        lines += [
+            "auth:",
+            "  bench_jwt:",
+            "    type: jwt",
+            "    issuer: https://idp.bench/",
+            "    audiences: [bench]",
+            "    algorithms: [RS256]",
+            f"    keys: [{{ file: {JWT_PUB}, kid: bench }}]",
+        ]
+    lines.append("routes:")
     for i in range(routes - 1):
         kind = i % 3
         path = (f"/svc{i}/items", f"/svc{i}/*", f"/svc{i}/items/{{id}}")[kind]
         lines.append(f"  - {{ name: r{i}, match: {{ path: \"{path}\" }}, upstream: app }}")
-    lines.append("  - { name: bench, match: { path: /bench/* }, upstream: app }")
+    if chain:
+        lines.append("  - { name: bench, match: { path: /bench/* }, upstream: app, auth: { any_of: [bench_jwt] },"
+                     " rate_limit: [{ requests: 1000000000, per: 1h, key: ip }] }")
+    else:
+        lines.append("  - { name: bench, match: { path: /bench/* }, upstream: app }")
     if variant == "b":
         lines.append("  - { name: reload-marker, match: { path: /reload-marker }, upstream: app }")
     f = Path(ARGS.tmp) / f"{name}.yaml"
@@ -209,8 +257,9 @@ def gatehouse_yaml(name, port, admin_port, upstream_port, routes=1, variant="a")
 
 
 class Subject:
-    def __init__(self, name, port, proc, admin_port=None):
+    def __init__(self, name, port, proc, admin_port=None, headers=None):
         self.name, self.port, self.proc, self.admin_port = name, port, proc, admin_port
+        self.headers = headers or {}
 
     @property
     def url(self):
@@ -235,16 +284,16 @@ def start_nginx_proxy(upstream_port, wrap=()):
     return Subject("nginx", port, p)
 
 
-def start_gatehouse(name, upstream_port, access_log=False, routes=1, wrap=()):
+def start_gatehouse(name, upstream_port, access_log=False, routes=1, wrap=(), chain=False):
     port, admin = free_port(), free_port()
-    cfg = gatehouse_yaml(f"{name}-{port}", port, admin, upstream_port, routes=routes)
+    cfg = gatehouse_yaml(f"{name}-{port}", port, admin, upstream_port, routes=routes, chain=chain)
     errlog = open(Path(ARGS.tmp) / f"{name}-{port}.stderr", "w")
     p = start(["taskset", "-c", SERVER_CORE, *wrap, ARGS.gatehouse, "run", "-c", cfg, "--workers", "1",
                "--access-log", "stdout" if access_log else "off"],
               f"{name}:{port}", stderr=errlog, env={**os.environ, "RUST_LOG": "warn"})
-    s = Subject(name, port, p, admin)
+    s = Subject(name, port, p, admin, headers={"Authorization": f"Bearer {JWT}"} if chain else None)
     s.config = cfg
-    wait_http_ok(s.url, p, timeout=600 if wrap else 120)
+    wait_http_ok(s.url, p, timeout=600 if wrap else 120, headers=s.headers)
     return s
 
 
@@ -256,7 +305,7 @@ def start_subject(kind, upstream_port, wrap=()):
     if kind == "gatehouse":
         return start_gatehouse("gatehouse", upstream_port, wrap=wrap)
     if kind == "gatehouse-chain":
-        return start_gatehouse("gatehouse-chain", upstream_port, access_log=True, wrap=wrap)
+        return start_gatehouse("gatehouse-chain", upstream_port, access_log=True, wrap=wrap, chain=True)
     raise ValueError(kind)
 
 
@@ -270,12 +319,12 @@ def section_throughput(upstream, results):
     report = TEMPLATES / "report.lua"
     paced = TEMPLATES / "paced.lua"
     for s in subjects:  # warm-up: pools, caches, allocator arenas
-        wrk(s.url, 2, ARGS.connections, [report])
+        wrk(s.url, 2, ARGS.connections, [report], headers=s.headers)
     runs = {s.name: [] for s in subjects}
     for rep in range(ARGS.reps):
         direct = None
         for s in subjects:
-            d = wrk(s.url, ARGS.duration, ARGS.connections, [report])
+            d = wrk(s.url, ARGS.duration, ARGS.connections, [report], headers=s.headers)
             if s.name == "direct":
                 direct = d["rps"]
             d["ratio"] = d["rps"] / direct
@@ -286,7 +335,8 @@ def section_throughput(upstream, results):
     lat = {s.name: [] for s in subjects}
     for rep in range(ARGS.lat_reps):
         for s in subjects:
-            d = wrk(s.url, ARGS.lat_duration, ARGS.lat_conns, [paced, report], env={"BENCH_DELAY_MS": str(delay_ms)})
+            d = wrk(s.url, ARGS.lat_duration, ARGS.lat_conns, [paced, report], env={"BENCH_DELAY_MS": str(delay_ms)},
+                    headers=s.headers)
             lat[s.name].append(d)
             log(f"latency rep {rep + 1} {s.name:16} {d['rps']:7.0f} req/s  p50 {d['p50_us']}us p99 {d['p99_us']}us")
     out = {}
@@ -331,12 +381,12 @@ def section_instructions(upstream, results):
         cg_dir.mkdir(parents=True, exist_ok=True)
         if mode == "perf":
             s = start_subject(kind, upstream.port)
-            h2load(s.url, ARGS.instr_warmup, 4)
+            h2load(s.url, ARGS.instr_warmup, 4, headers=s.headers)
             pf = Path(ARGS.tmp) / f"perf-{kind}.txt"
             perf = start(["perf", "stat", "-x,", "-o", pf, "-e", "instructions:u,instructions:k", "-p", s.proc.pid],
                          f"perf:{kind}")
             time.sleep(0.5)
-            h2load(s.url, ARGS.instr_requests, 8)
+            h2load(s.url, ARGS.instr_requests, 8, headers=s.headers)
             os.kill(perf.pid, signal.SIGINT)
             perf.wait(timeout=30)
             STARTED.remove(perf)
@@ -356,13 +406,13 @@ def section_instructions(upstream, results):
         wrap = ("valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={out_file}")
         s = start_subject(kind, upstream.port, wrap=wrap)
         pid = s.proc.pid
-        h2load(s.url, ARGS.instr_warmup, 4, timeout=900)
+        h2load(s.url, ARGS.instr_warmup, 4, timeout=900, headers=s.headers)
 
         def control(flag):
             subprocess.run(["callgrind_control", flag, str(pid)], check=True, capture_output=True, timeout=120)
 
         control("-z")
-        wall = h2load(s.url, ARGS.instr_requests, 8, timeout=1800)
+        wall = h2load(s.url, ARGS.instr_requests, 8, timeout=1800, headers=s.headers)
         control("-d")
         busy = cg_dir / f"{kind}.{pid}.1"
         control("-z")
@@ -483,7 +533,7 @@ LABELS = {
     "direct": "upstream direct (nginx `return 200`)",
     "nginx": "nginx reverse proxy (1 worker, keep-alive)",
     "gatehouse": "Gatehouse, 1 worker (access log off, metrics on)",
-    "gatehouse-chain": "Gatehouse chain: metrics + access log on (JWT, rate limit not built yet)",
+    "gatehouse-chain": "Gatehouse chain: RS256 JWT + local rate limit + metrics + access log",
 }
 
 
@@ -598,6 +648,8 @@ def main():
     if ARGS.counter == "auto":
         ARGS.counter = "perf" if has_pmu() else "callgrind"
     ARGS.tmp = tempfile.mkdtemp(prefix="gatehouse-bench-")
+    global JWT_PUB, JWT
+    JWT_PUB, JWT = make_jwt()
     Path(ARGS.out).mkdir(parents=True, exist_ok=True)
     commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
                             text=True).stdout.strip()

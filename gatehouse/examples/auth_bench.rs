@@ -18,6 +18,7 @@ fn provider(alg: JwsAlg) -> JwtProvider {
         leeway: Duration::from_secs(30),
         require_exp: true,
         max_token_bytes: 8192,
+        cache_size: 0,
     }
 }
 

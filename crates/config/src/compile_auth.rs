@@ -263,6 +263,7 @@ fn jwt(
         leeway: j.leeway.0,
         require_exp: j.require_exp,
         max_token_bytes: j.max_token_size.0 as usize,
+        cache_size: j.cache_size,
     }
 }
 

@@ -877,6 +877,10 @@ pub struct JwtAuth {
     /// Longest accepted token.
     #[serde(default = "default_max_token")]
     pub max_token_size: Size,
+    /// Verified tokens remembered, so a token seen again skips the signature check (`exp`,
+    /// `nbf` and the JWKS key set are re-checked on every use); 0 turns the cache off.
+    #[serde(default = "default_jwt_cache_size")]
+    pub cache_size: usize,
     /// Claim whose value names a consumer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer_claim: Option<String>,
@@ -887,6 +891,9 @@ pub struct JwtAuth {
 
 fn default_leeway() -> Duration {
     Duration::from_secs(30)
+}
+fn default_jwt_cache_size() -> usize {
+    10_000
 }
 fn default_max_token() -> Size {
     Size(8 * Size::KIB)

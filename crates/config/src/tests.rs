@@ -1485,11 +1485,12 @@ fn auth_validation_hs_with_public_key_and_allow_without_auth() {
             && e.message.contains("needs an authenticated route")),
         "{errs:#?}"
     );
-    let errs = auth_errors("auth:\n  j:\n    type: jwt\n    jwks_url: ftp://x\n    algorithms: [ES512]\n    leeway: 5m\n");
+    let errs = auth_errors("auth:\n  j:\n    type: jwt\n    jwks_url: ftp://x\n    algorithms: [ES512]\n    leeway: 5m\n    cache_size: 1000000\n");
     for (p, m) in [
         ("auth.j.jwks_url", "http"),
         ("auth.j.algorithms[0]", "ES512"),
         ("auth.j.leeway", "at most"),
+        ("auth.j.cache_size", "at most 100000"),
     ] {
         assert!(
             errs.iter().any(|e| e.path == p && e.message.contains(m)),

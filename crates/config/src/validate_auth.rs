@@ -23,6 +23,9 @@ const FORBIDDEN_IDENTITY_HEADERS: &[&str] = &[
 ];
 
 pub const MAX_LEEWAY_SECS: u64 = 60;
+/// Verified JWTs remembered per provider; each costs up to ~4 KiB (tokens longer than that
+/// are never cached), so this bounds the cache at a few hundred MiB.
+pub const MAX_JWT_CACHE: usize = 100_000;
 
 pub(crate) fn validate(config: &Config, errors: &mut Vec<ConfigError>) {
     let mut err = |path: &str, m: String| errors.push(ConfigError::at(path, m));
@@ -308,6 +311,12 @@ fn jwt(path: &str, j: &JwtAuth, err: &mut impl FnMut(&str, String)) {
         err(
             &push_key(path, "max_token_size"),
             "must be between 1 and 64KiB".into(),
+        );
+    }
+    if j.cache_size > MAX_JWT_CACHE {
+        err(
+            &push_key(path, "cache_size"),
+            format!("at most {MAX_JWT_CACHE} (0 turns the cache off)"),
         );
     }
     if j.consumer_claim.as_deref() == Some("") {

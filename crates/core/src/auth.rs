@@ -81,6 +81,8 @@ pub struct JwtProvider {
     pub leeway: Duration,
     pub require_exp: bool,
     pub max_token_bytes: usize,
+    /// Verified tokens remembered (0: off).
+    pub cache_size: usize,
 }
 
 #[derive(Clone, Debug)]

@@ -714,3 +714,56 @@ async fn g2_grpc_unauthenticated_is_trailers_only_16() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["grpc-status"], "16");
 }
+
+/// The verified-token cache (`cache_size`) re-checks `exp` on every use: a token admitted
+/// from the cache is refused as soon as it expires, and a tampered copy of a cached token is
+/// a different token (verified, and refused).
+#[tokio::test]
+async fn jwt_cache_rechecks_expiry_and_never_admits_a_tampered_copy() {
+    let up = EchoUpstream::start("app").await.expect("upstream");
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("rsa.pem"), tk::RSA_PUBLIC_PEM).expect("key");
+    let yaml = format!(
+        r#"listeners:
+  - name: public
+    addr: 127.0.0.1:0
+upstreams:
+  app:
+    targets:
+      - url: {url}
+auth:
+  corp:
+    type: jwt
+    keys: [{{ file: rsa.pem, kid: k1 }}]
+    algorithms: [RS256]
+    leeway: 0s
+    cache_size: 100
+routes:
+  - name: admin
+    match: {{ path: /admin/* }}
+    upstream: app
+    auth: {{ any_of: [corp] }}
+"#,
+        url = up.url()
+    );
+    let gw = TestGateway::start_in(dir, &yaml).await.expect("gateway");
+    let exp = tk::now() + 2;
+    let token = tk::rsa("RS256", json!({"kid": "k1"}), &json!({"sub": "a", "exp": exp}));
+    for _ in 0..3 {
+        assert_eq!(get(&gw, "/admin/x", Some(&token)).await.status(), 200);
+    }
+    let (head, sig) = token.rsplit_once('.').expect("jws");
+    let mut flipped: Vec<char> = sig.chars().collect();
+    flipped[10] = if flipped[10] == 'A' { 'B' } else { 'A' };
+    let tampered = format!("{head}.{}", flipped.into_iter().collect::<String>());
+    assert_eq!(get(&gw, "/admin/x", Some(&tampered)).await.status(), 401);
+
+    let refused = wait_for_async(Duration::from_secs(6), || {
+        let gw = &gw;
+        let token = token.clone();
+        async move { get(gw, "/admin/x", Some(&token)).await.status() == 401 }
+    })
+    .await;
+    assert!(refused, "cached token still admitted after exp");
+    assert!(tk::now() > exp, "refused before it expired");
+}

@@ -21,6 +21,7 @@ use super::api_key;
 use super::forward_auth;
 use super::introspection::IntrospectionCache;
 use super::jwks::JwksCache;
+use super::jwt_cache::{self, VerifiedTokens};
 use super::jwt::{self, Claims};
 use crate::body::Body;
 use crate::context::Ctx;
@@ -72,7 +73,12 @@ fn new_client() -> AuthClient {
 #[derive(Clone)]
 pub enum ProviderRuntime {
     None,
-    Jwks(Arc<JwksCache>),
+    Jwt {
+        /// The JWKS cache, when the provider has `jwks_url`.
+        jwks: Option<Arc<JwksCache>>,
+        /// Tokens already verified (`cache_size: 0` turns it off).
+        verified: Option<Arc<VerifiedTokens>>,
+    },
     Introspection(Arc<IntrospectionCache>),
 }
 
@@ -80,6 +86,7 @@ pub enum ProviderRuntime {
 pub struct AuthState {
     client: OnceLock<AuthClient>,
     jwks: Mutex<HashMap<String, (String, Arc<JwksCache>)>>,
+    verified: Mutex<HashMap<String, (String, Option<Arc<VerifiedTokens>>)>>,
     introspection: Mutex<HashMap<String, (String, Arc<IntrospectionCache>)>>,
 }
 
@@ -99,26 +106,37 @@ impl AuthState {
     /// of removed or changed providers are dropped (their refreshers stop).
     pub fn resolve(&self, snap: &Snapshot) -> Vec<ProviderRuntime> {
         let mut jwks = lock(&self.jwks);
+        let mut verified = lock(&self.verified);
         let mut intro = lock(&self.introspection);
         let mut out = Vec::new();
         let mut keep = Vec::new();
         for p in &snap.auth.providers {
             keep.push(p.name.clone());
             let rt = match &p.kind {
-                ProviderKind::Jwt(j) => match &j.jwks {
-                    Some(src) => {
-                        let cache = match jwks.get(&p.name) {
-                            Some((fp, c)) if *fp == p.fingerprint => c.clone(),
-                            _ => {
-                                let c = JwksCache::start(src.clone(), self.client().clone());
-                                jwks.insert(p.name.clone(), (p.fingerprint.clone(), c.clone()));
-                                c
-                            }
-                        };
-                        ProviderRuntime::Jwks(cache)
+                ProviderKind::Jwt(j) => {
+                    let jwks_cache = j.jwks.as_ref().map(|src| match jwks.get(&p.name) {
+                        Some((fp, c)) if *fp == p.fingerprint => c.clone(),
+                        _ => {
+                            let c = JwksCache::start(src.clone(), self.client().clone());
+                            jwks.insert(p.name.clone(), (p.fingerprint.clone(), c.clone()));
+                            c
+                        }
+                    });
+                    // Verified tokens stay valid for as long as the provider's settings
+                    // (keys, issuer, audiences, algorithms) are unchanged.
+                    let tokens = match verified.get(&p.name) {
+                        Some((fp, c)) if *fp == p.fingerprint => c.clone(),
+                        _ => {
+                            let c = VerifiedTokens::new(j.cache_size).map(Arc::new);
+                            verified.insert(p.name.clone(), (p.fingerprint.clone(), c.clone()));
+                            c
+                        }
+                    };
+                    ProviderRuntime::Jwt {
+                        jwks: jwks_cache,
+                        verified: tokens,
                     }
-                    None => ProviderRuntime::None,
-                },
+                }
                 ProviderKind::Introspection(_) => {
                     let cache = match intro.get(&p.name) {
                         Some((fp, c)) if *fp == p.fingerprint => c.clone(),
@@ -135,6 +153,7 @@ impl AuthState {
             out.push(rt);
         }
         jwks.retain(|k, _| keep.contains(k));
+        verified.retain(|k, _| keep.contains(k));
         intro.retain(|k, _| keep.contains(k));
         out
     }
@@ -262,11 +281,29 @@ async fn run_provider(
     let result = match &p.kind {
         ProviderKind::Jwt(j) => {
             let token = bearer(req.headers)?;
+            let (jwks, verified) = match &rt {
+                ProviderRuntime::Jwt { jwks, verified } => (jwks.as_deref(), verified.as_deref()),
+                _ => (None, None),
+            };
+            let now = jwt::now_secs();
+            // The JWKS keys as they are now: a cached token verified with an older set is
+            // verified again.
+            let current = jwks.map(|c| c.keys());
+            if let Some(cache) = verified {
+                let check = jwt_cache::Now {
+                    secs: now,
+                    leeway_secs: j.leeway.as_secs_f64(),
+                    jwks_keys: current.as_ref(),
+                };
+                if let Some(claims) = cache.get(token, &check) {
+                    return identity_from_claims(p, snap, claims);
+                }
+            }
             let parsed = jwt::parse(token, j).map_err(|e| refused(p, &e))?;
             let mut outcome = parsed.verify_with(&j.keys);
+            let mut used_jwks = None;
             if outcome.is_err() {
-                if let ProviderRuntime::Jwks(cache) = &rt {
-                    let mut keys = cache.keys();
+                if let (Some(cache), Some(mut keys)) = (jwks, current) {
                     outcome = parsed.verify_with(&keys);
                     // Key rotation: an unknown kid (or no keys yet) asks for one refetch,
                     // rate-limited inside the cache (J4).
@@ -274,13 +311,15 @@ async fn run_provider(
                         keys = cache.refresh_for_unknown_kid().await;
                         outcome = parsed.verify_with(&keys);
                     }
+                    used_jwks = Some(keys);
                 }
             }
             outcome.map_err(|e| refused(p, &e))?;
-            let claims = parsed
-                .claims(j, jwt::now_secs())
-                .map_err(|e| refused(p, &e))?;
-            identity_from_claims(p, snap, Arc::new(claims))
+            let claims = Arc::new(parsed.claims(j, now).map_err(|e| refused(p, &e))?);
+            if let Some(cache) = verified {
+                cache.insert(token, claims.clone(), used_jwks, now);
+            }
+            identity_from_claims(p, snap, claims)
         }
         ProviderKind::ApiKey(k) => api_key::authenticate(k, req, snap),
         ProviderKind::Introspection(x) => {

@@ -260,6 +260,7 @@ mod tests {
             leeway: Duration::from_secs(30),
             require_exp: true,
             max_token_bytes: 8192,
+            cache_size: 0,
         }
     }
 

@@ -13,5 +13,6 @@ pub mod introspection;
 pub mod ip;
 pub mod jwks;
 pub mod jwt;
+pub mod jwt_cache;
 pub mod ratelimit;
 pub mod rewrite;
