@@ -142,11 +142,100 @@ pub trait OnComplete: Send + 'static {
     fn complete(self: Box<Self>, bytes_out: u64, end: BodyEnd);
 }
 
-/// What a response carries: the upstream's body as hyper gives it, or one the gateway made.
-/// Keeping the upstream body unboxed saves an allocation and a dynamic call per frame on
-/// every proxied response (it used to be boxed here and boxed again by [`ResponseBody`]).
+/// A request body as the pipeline receives it: none, read from an HTTP/1.1 connection by
+/// the gateway's own server, or an HTTP/2 stream's (hyper).
+pub enum RequestBody {
+    Empty,
+    H1(crate::server::h1::H1Body),
+    H2(hyper::body::Incoming),
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::H1(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::H2(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|e| -> BoxError { Box::new(e) }))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::H1(b) => b.is_end_stream(),
+            RequestBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::H1(b) => b.size_hint(),
+            RequestBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
+/// An upstream response body: from the gateway's HTTP/1.1 client, or hyper's HTTP/2 one.
+pub enum UpstreamBody {
+    H1(crate::upstream::h1::ResponseBody),
+    H2(hyper::body::Incoming),
+}
+
+impl UpstreamBody {
+    /// The upstream connection after a `101` (HTTP/1.1 only).
+    pub fn take_upgrade(&mut self) -> Option<crate::http1::Upgraded> {
+        match self {
+            UpstreamBody::H1(b) => b.take_upgrade(),
+            UpstreamBody::H2(_) => None,
+        }
+    }
+}
+
+impl HttpBody for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::H2(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|e| -> BoxError { Box::new(e) }))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::H1(b) => b.is_end_stream(),
+            UpstreamBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::H1(b) => b.size_hint(),
+            UpstreamBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
+/// What a response carries: the upstream's body, or one the gateway made. Keeping the
+/// upstream body unboxed saves an allocation and a dynamic call per frame on every proxied
+/// response.
 pub enum ResponseInner {
-    Upstream(hyper::body::Incoming),
+    Upstream(UpstreamBody),
     Local(Body),
 }
 
@@ -165,9 +254,7 @@ impl HttpBody for ResponseInner {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ResponseInner::Upstream(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(|e| -> BoxError { Box::new(e) }))),
+            ResponseInner::Upstream(b) => Pin::new(b).poll_frame(cx),
             ResponseInner::Local(b) => Pin::new(b).poll_frame(cx),
         }
     }

@@ -72,6 +72,9 @@ impl Active {
 
 /// One upstream's client and its long-lived state (from the registry, so it survives reloads).
 pub struct ResolvedUpstream {
+    /// HTTP/1.1 pools, index-aligned with the targets (empty for HTTP/2 upstreams).
+    pub pools: Vec<Arc<crate::upstream::h1::Pool>>,
+    /// hyper-util client: HTTP/2 upstreams, health checks, mirrored copies.
     pub client: HttpClient,
     pub connector: Connector,
     pub state: Arc<UpstreamState>,
@@ -110,6 +113,7 @@ impl Shared {
                 let (client, connector) = self.clients.for_upstream(u);
                 let (state, targets) = self.registry.resolve(u);
                 ResolvedUpstream {
+                    pools: self.clients.pools_for(u),
                     client,
                     connector,
                     state,

@@ -3,6 +3,7 @@
 pub mod body;
 pub mod context;
 pub mod gateway;
+pub mod http1;
 pub mod normalize;
 pub mod pipeline;
 pub mod policy;

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{header, HeaderValue, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 
 use gatehouse_core::snapshot::Route;
 use gatehouse_core::upstream::Balance;
@@ -22,7 +21,9 @@ use gatehouse_telemetry::access_log::LogTime;
 use gatehouse_telemetry::metrics::UpstreamLabels;
 use gatehouse_telemetry::AccessRecord;
 
-use crate::body::{self, Body, BodyEnd, LimitedBody, OnComplete, ResponseBody, ResponseInner};
+use crate::body::{
+    self, Body, BodyEnd, LimitedBody, OnComplete, RequestBody, ResponseBody, ResponseInner,
+};
 use crate::context::Ctx;
 use crate::gateway::{Active, Shared};
 use gatehouse_core::auth::{AuthRequirement, KeySource, ProviderKind};
@@ -36,7 +37,7 @@ use crate::server::conn::ConnInfo;
 use crate::{normalize, route, upgrade, upstream};
 
 pub async fn handle(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
 ) -> Response<Body> {
@@ -74,7 +75,7 @@ pub async fn handle(
 }
 
 async fn run(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     ctx: &mut Ctx,
     active: &Arc<Active>,
     conn: &ConnInfo,
@@ -286,7 +287,10 @@ async fn run(
 
     // upstream call: `forward` picks a healthy target, calls it and retries when safe.
     let on_upgrade = if websocket {
-        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        parts
+            .extensions
+            .remove::<crate::server::h1::ServerUpgrade>()
+            .and_then(|u| u.take())
     } else {
         None
     };
@@ -329,11 +333,14 @@ async fn run(
     // response transform (framing was already checked by `upstream::call`, which also
     // poisons the pooled connection when it is ambiguous, S13)
     if websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        match on_upgrade {
+        let tunnelled = match on_upgrade {
             Some(client_side) => {
                 upgrade::tunnel(client_side, &mut resp, ups.timeouts.idle, shared, conn)
             }
-            None => return Err(GatewayError::BadGateway),
+            None => false,
+        };
+        if !tunnelled {
+            return Err(GatewayError::BadGateway);
         }
         header_policy::strip_response_hop_by_hop(resp.headers_mut(), true);
     } else if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -347,6 +354,41 @@ async fn run(
     // cache store: caching is not built yet; it slots in here.
     ctx.body_idle = Some(ups.timeouts.idle);
     Ok(resp.map(ResponseInner::Upstream))
+}
+
+/// A request refused before the pipeline could run (its head or framing was invalid): the
+/// error response, logged and counted like any other. `parts` is the head when it parsed.
+pub fn reject(
+    e: GatewayError,
+    parts: Option<Box<http::request::Parts>>,
+    conn: &Arc<ConnInfo>,
+    shared: &Arc<Shared>,
+) -> Response<Body> {
+    let active = shared.active.load_full();
+    let (method, uri, headers) = match &parts {
+        Some(p) => (p.method.clone(), p.uri.clone(), Some(&p.headers)),
+        None => (
+            http::Method::from_bytes(b"-").unwrap_or_default(),
+            http::Uri::from_static("/"),
+            None,
+        ),
+    };
+    let empty = http::HeaderMap::new();
+    let mut ctx = Ctx::new(
+        &method,
+        &uri,
+        headers.unwrap_or(&empty),
+        conn,
+        &active.snapshot,
+    );
+    if parts.is_none() {
+        ctx.log_path = "-".into();
+    }
+    ctx.close = true;
+    shared.metrics.in_flight.inc();
+    conn.state.request_started();
+    let resp = local_response(&e, &mut ctx).map(ResponseInner::Local);
+    finish(resp, ctx, active, shared.clone(), conn.clone())
 }
 
 /// A request whose body the gateway will not read cannot leave its connection reusable.

@@ -1,22 +1,23 @@
 //! WebSocket pass-through. The handshake is proxied like any request (so routing, and later
 //! auth and rate limits, apply to it); only when the upstream answers `101` do both sides
-//! become a byte tunnel. Bytes the client sent early stay in hyper's buffer until then (W2);
-//! a non-101 answer leaves the client connection in HTTP mode (W1).
+//! become a byte tunnel. Bytes the client sent early stay in the server connection's buffer
+//! until the `101` has been written (W2); a non-101 answer leaves the client connection in
+//! HTTP mode (W1).
 
 use std::time::Duration;
 
 use http::{header, HeaderMap, Method, Response, Version};
-use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use gatehouse_core::GatewayError;
 
+use crate::body::UpstreamBody;
 use crate::gateway::Shared;
+use crate::http1::Upgraded;
 use crate::server::conn::ConnInfo;
 
 /// W3: only HTTP/1.1 GET upgrades to `websocket`, without a body.
@@ -50,16 +51,19 @@ pub fn check_handshake(
     Ok(())
 }
 
-/// Spawns the tunnel once both sides have upgraded. The tunnel closes both sides after
-/// `idle` without traffic in either direction.
+/// Spawns the tunnel once both sides have upgraded: `client` resolves when the server has
+/// written the `101` to the client. The tunnel closes both sides after `idle` without traffic
+/// in either direction. `false` when the upstream side cannot be taken over.
 pub fn tunnel(
-    client: OnUpgrade,
-    upstream_resp: &mut Response<Incoming>,
+    client: oneshot::Receiver<Upgraded>,
+    upstream_resp: &mut Response<UpstreamBody>,
     idle: Duration,
     shared: &Arc<Shared>,
     conn: &ConnInfo,
-) {
-    let upstream = hyper::upgrade::on(upstream_resp);
+) -> bool {
+    let Some(mut upstream) = upstream_resp.body_mut().take_upgrade() else {
+        return false;
+    };
     let shared = shared.clone();
     let permit = conn.take_permit();
     // A tunnel outlives the HTTP connection it came from: it counts as an open connection
@@ -69,28 +73,19 @@ pub fn tunnel(
     let mut hard_stop = shared.hard_stop.subscribe();
     tokio::spawn(async move {
         tokio::select! {
-            _ = run_tunnel(client, upstream, idle) => {}
+            _ = async {
+                match client.await {
+                    Ok(mut c) => pump(&mut c, &mut upstream, idle).await,
+                    Err(_) => tracing::debug!("client side of the upgrade went away"),
+                }
+            } => {}
             _ = hard_stop.wait_for(|stop| *stop) => {}
         }
         shared.metrics.connections.dec();
         shared.open_connections.fetch_sub(1, Ordering::Relaxed);
         drop(permit);
     });
-}
-
-async fn run_tunnel(client: OnUpgrade, upstream: OnUpgrade, idle: Duration) {
-    {
-        let (c, u) = match tokio::try_join!(client, upstream) {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::debug!(error = %e, "websocket upgrade failed");
-                return;
-            }
-        };
-        let mut c = TokioIo::new(c);
-        let mut u = TokioIo::new(u);
-        pump(&mut c, &mut u, idle).await;
-    }
+    true
 }
 
 async fn pump<A, B>(a: &mut A, b: &mut B, idle: Duration)

@@ -748,7 +748,11 @@ routes:
     );
     let gw = TestGateway::start_in(dir, &yaml).await.expect("gateway");
     let exp = tk::now() + 2;
-    let token = tk::rsa("RS256", json!({"kid": "k1"}), &json!({"sub": "a", "exp": exp}));
+    let token = tk::rsa(
+        "RS256",
+        json!({"kid": "k1"}),
+        &json!({"sub": "a", "exp": exp}),
+    );
     for _ in 0..3 {
         assert_eq!(get(&gw, "/admin/x", Some(&token)).await.status(), 200);
     }

@@ -154,7 +154,7 @@ async fn k4_key_hidden_from_upstream_and_logs() {
 }
 
 /// Micro-benchmark, not a pass/fail timing test: hashing + lookup of 1e5 wrong keys sharing
-/// 0 or 31 leading bytes with the real key. The printed medians are quoted in docs/auth.md;
+/// 0 or 31 leading bytes with the real key. The printed figures are quoted in docs/auth.md;
 /// the assertion only checks the classes are within 25 % (loaded CI machines are noisy).
 #[test]
 fn k1_timing_classes_are_indistinguishable() {
@@ -167,24 +167,23 @@ fn k1_timing_classes_are_indistinguishable() {
     far[0] = b'x';
     let mut near = real;
     near[31] = b'x';
-    let run = |key: &[u8; 32]| {
-        let mut samples = Vec::new();
-        for _ in 0..20 {
-            let t = std::time::Instant::now();
-            for _ in 0..5_000 {
-                std::hint::black_box(map.get(&digest(std::hint::black_box(key))));
-            }
-            samples.push(t.elapsed().as_nanos() as f64 / 5_000.0);
+    let sample = |key: &[u8; 32]| {
+        let t = std::time::Instant::now();
+        for _ in 0..1_000 {
+            std::hint::black_box(map.get(&digest(std::hint::black_box(key))));
         }
-        samples.sort_by(|a, b| a.total_cmp(b));
-        samples[samples.len() / 2]
+        t.elapsed().as_nanos() as f64 / 1_000.0
     };
-    // Warm up, then alternate the classes and keep each one's best median.
-    run(&far);
+    // The classes alternate sample by sample and each keeps its fastest sample: other work
+    // on the machine only ever adds time, so the minimum is what the code itself costs.
+    for _ in 0..20 {
+        sample(&far);
+        sample(&near);
+    }
     let (mut a, mut b) = (f64::MAX, f64::MAX);
-    for _ in 0..3 {
-        a = a.min(run(&far));
-        b = b.min(run(&near));
+    for _ in 0..300 {
+        a = a.min(sample(&far));
+        b = b.min(sample(&near));
     }
     eprintln!("api key lookup: 0 shared bytes {a:.0} ns, 31 shared bytes {b:.0} ns");
     assert!((a - b).abs() / a.max(b) < 0.25, "{a} vs {b}");

@@ -21,8 +21,8 @@ use super::api_key;
 use super::forward_auth;
 use super::introspection::IntrospectionCache;
 use super::jwks::JwksCache;
-use super::jwt_cache::{self, VerifiedTokens};
 use super::jwt::{self, Claims};
+use super::jwt_cache::{self, VerifiedTokens};
 use crate::body::Body;
 use crate::context::Ctx;
 
@@ -82,11 +82,14 @@ pub enum ProviderRuntime {
     Introspection(Arc<IntrospectionCache>),
 }
 
+/// A provider's verified-token cache (`None`: `cache_size: 0`).
+type VerifiedSlot = Option<Arc<VerifiedTokens>>;
+
 #[derive(Default)]
 pub struct AuthState {
     client: OnceLock<AuthClient>,
     jwks: Mutex<HashMap<String, (String, Arc<JwksCache>)>>,
-    verified: Mutex<HashMap<String, (String, Option<Arc<VerifiedTokens>>)>>,
+    verified: Mutex<HashMap<String, (String, VerifiedSlot)>>,
     introspection: Mutex<HashMap<String, (String, Arc<IntrospectionCache>)>>,
 }
 

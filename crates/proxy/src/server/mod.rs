@@ -1,8 +1,10 @@
-//! Listeners: accept loop with a connection cap, TLS by SNI, HTTP/1.1 + h2c + h2 on one port
-//! with every hyper/h2 limit set explicitly (SECURITY-TESTS.md 1.7), idle and header
-//! timeouts, and draining.
+//! Listeners: accept loop with a connection cap, TLS by SNI, HTTP/1.1 + h2c + h2 on one port,
+//! idle and header timeouts, and draining. HTTP/1.1 is the gateway's own (`h1`); HTTP/2
+//! (by ALPN, or the h2c preface on plaintext) is hyper's, with every h2 limit set explicitly
+//! (SECURITY-TESTS.md 1.7).
 
 pub mod conn;
+pub mod h1;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -16,14 +18,14 @@ use futures_util::FutureExt;
 use gatehouse_core::snapshot::{Limits, ListenerSpec};
 use gatehouse_core::GatewayError;
 use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::body::Body;
+use crate::body::{Body, RequestBody};
 use crate::gateway::Shared;
 use crate::pipeline;
 use conn::{ConnCheck, ConnInfo, ConnState, TrackedIo};
@@ -142,33 +144,48 @@ async fn serve_stream(
         state: state.clone(),
         permit: std::sync::Mutex::new(Some(permit)),
     });
-    let io = TrackedIo::new(stream, state.clone());
     match tls {
         Some(acceptor) => {
+            let io = TrackedIo::new(stream, state.clone());
             let hs = tokio::time::timeout(limits.header_timeout, acceptor.accept(io)).await;
             match hs {
-                Ok(Ok(tls_stream)) => serve_io(shared, tls_stream, info, &limits, stop).await,
+                Ok(Ok(tls_stream)) => {
+                    if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        serve_h2(shared, tls_stream, info, &limits, stop).await;
+                    } else {
+                        let env = h1::Env {
+                            shared,
+                            info: &info,
+                            limits: &limits,
+                            stop,
+                            detect_h2: false,
+                        };
+                        h1::serve(tls_stream, env).await;
+                    }
+                }
                 Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "tls handshake failed"),
                 Err(_) => tracing::debug!(peer = %peer, "tls handshake timed out"),
             }
         }
-        None => serve_io(shared, io, info, &limits, stop).await,
+        None => {
+            let env = h1::Env {
+                shared,
+                info: &info,
+                limits: &limits,
+                stop: stop.clone(),
+                detect_h2: true,
+            };
+            if let h1::Served::Http2(io) = h1::serve(stream, env).await {
+                let io = TrackedIo::new(io, state.clone());
+                serve_h2(shared, io, info, &limits, stop).await;
+            }
+        }
     }
 }
 
-fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .max_headers(limits.max_headers)
-        // The whole head (request line + headers) must fit in the read buffer; beyond it
-        // hyper answers 431. Finer 414/431 checks happen in the pipeline.
-        .max_buf_size((limits.max_header_bytes + limits.max_request_line).max(8192))
-        .keep_alive(true)
-        .half_close(false)
-        .title_case_headers(false);
-    b.http2()
-        .timer(TokioTimer::new())
+fn h2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
         .max_concurrent_streams(limits.http2_max_streams)
         .max_header_list_size(limits.max_header_bytes as u32)
         .initial_stream_window_size(64 * 1024)
@@ -180,7 +197,8 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     b
 }
 
-async fn serve_io<I>(
+/// HTTP/2 on `io` (hyper), with the idle timeout and draining supervised here.
+async fn serve_h2<I>(
     shared: &Arc<Shared>,
     io: I,
     info: Arc<ConnInfo>,
@@ -196,6 +214,7 @@ async fn serve_io<I>(
         let info = svc_info.clone();
         async move {
             info.state.request_started();
+            let req = req.map(RequestBody::H2);
             let fut = pipeline::handle(req, info.clone(), shared.clone());
             // A panic in one request becomes a 500; the process keeps serving (F18).
             let resp = match AssertUnwindSafe(fut).catch_unwind().await {
@@ -212,8 +231,8 @@ async fn serve_io<I>(
             Ok::<_, Infallible>(resp)
         }
     });
-    let b = builder(limits);
-    let conn = b.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let b = h2_builder(limits);
+    let conn = b.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut hard_stop = shared.hard_stop.subscribe();
     let mut draining: Option<tokio::time::Instant> = None;
@@ -263,7 +282,7 @@ async fn serve_io<I>(
     }
 }
 
-fn panic_response() -> hyper::Response<Body> {
+pub(crate) fn panic_response() -> hyper::Response<Body> {
     // The pipeline's context (and its request id) died with the panic; every response still
     // carries an id the client can quote (SPEC.md).
     let id = crate::context::new_request_id();

@@ -1,5 +1,6 @@
 //! One upstream call: send, wait for the response head within the timeout, map failures to
-//! the SPEC.md statuses without leaking upstream detail.
+//! the SPEC.md statuses without leaking upstream detail. HTTP/1.1 upstreams go through the
+//! gateway's own client (`h1`), HTTP/2 upstreams through hyper-util's.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -11,11 +12,74 @@ use hyper_util::client::legacy::connect::capture_connection;
 use gatehouse_core::upstream::Target;
 use gatehouse_core::GatewayError;
 
-use crate::body::{Body, ClientBodyError};
+use crate::body::{Body, BodyTooLarge, ClientBodyError, UpstreamBody};
 use crate::context::Ctx;
+use crate::gateway::ResolvedUpstream;
+use crate::upstream::h1::{self, SendError};
 use crate::upstream::HttpClient;
 
 pub async fn call(
+    res: &ResolvedUpstream,
+    t_idx: usize,
+    target: &Target,
+    req: Request<Body>,
+    timeout: Duration,
+    ctx: &Ctx,
+) -> Result<Response<UpstreamBody>, GatewayError> {
+    target.in_flight.fetch_add(1, Ordering::Relaxed);
+    let result = match res.pools.get(t_idx) {
+        Some(pool) => match tokio::time::timeout(timeout, h1::send(pool, req)).await {
+            Err(_) => Err(GatewayError::UpstreamTimeout),
+            Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::H1)),
+            Ok(Err(e)) => Err(h1_error(e, target, ctx)),
+        },
+        None => call_h2(&res.client, target, req, timeout, ctx)
+            .await
+            .map(|r| r.map(UpstreamBody::H2)),
+    };
+    target.in_flight.fetch_sub(1, Ordering::Relaxed);
+    result
+}
+
+fn h1_error(e: SendError, target: &Target, ctx: &Ctx) -> GatewayError {
+    match e {
+        SendError::Body(b) => client_body_error(&*b, ctx),
+        SendError::Connect(err) => {
+            tracing::debug!(upstream = %target.url, error = %err, "upstream connect failed");
+            GatewayError::UpstreamUnavailable
+        }
+        SendError::Io(err) => {
+            tracing::debug!(upstream = %target.url, error = %err, "upstream request failed");
+            GatewayError::BadGateway
+        }
+        SendError::Response(err) => {
+            tracing::debug!(upstream = %target.url, error = ?err, "invalid upstream response");
+            GatewayError::BadGateway
+        }
+    }
+}
+
+/// The client's body failed while it was being sent: too large (413) or malformed (400).
+fn client_body_error(e: &(dyn std::error::Error + 'static), ctx: &Ctx) -> GatewayError {
+    if ctx.body_too_large.load(Ordering::Relaxed) || has::<BodyTooLarge>(e) {
+        GatewayError::PayloadTooLarge
+    } else {
+        GatewayError::BadRequest("malformed request body")
+    }
+}
+
+fn has<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<T>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+async fn call_h2(
     client: &HttpClient,
     target: &Target,
     mut req: Request<Body>,
@@ -25,10 +89,7 @@ pub async fn call(
     // S13: hyper drains a small unread body and pools the connection again; a connection
     // that sent an ambiguous response must be poisoned instead, which needs this handle.
     let conn = capture_connection(&mut req);
-    target.in_flight.fetch_add(1, Ordering::Relaxed);
-    let res = tokio::time::timeout(timeout, client.request(req)).await;
-    target.in_flight.fetch_sub(1, Ordering::Relaxed);
-    match res {
+    match tokio::time::timeout(timeout, client.request(req)).await {
         Err(_) => Err(GatewayError::UpstreamTimeout),
         Ok(Ok(resp)) => {
             if let Err(e) = check_response_framing(&resp) {
@@ -43,7 +104,7 @@ pub async fn call(
             if ctx.body_too_large.load(Ordering::Relaxed) {
                 return Err(GatewayError::PayloadTooLarge);
             }
-            if is_client_body_error(&e) {
+            if has::<ClientBodyError>(&e) {
                 // The client's own body was malformed (bad chunk framing): its fault, 400.
                 return Err(GatewayError::BadRequest("malformed request body"));
             }
@@ -55,17 +116,6 @@ pub async fn call(
             }
         }
     }
-}
-
-fn is_client_body_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if err.is::<ClientBodyError>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
 }
 
 /// S13: a response whose framing the upstream could have meant two ways is refused; the

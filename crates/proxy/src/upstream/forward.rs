@@ -10,13 +10,12 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{Request, Response, Uri};
 use http_body::Body as _;
-use hyper::body::Incoming;
 
 use gatehouse_core::snapshot::Route;
 use gatehouse_core::GatewayError;
 use gatehouse_telemetry::metrics::UpstreamLabels;
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, UpstreamBody};
 use crate::context::Ctx;
 use crate::gateway::{Active, Shared};
 
@@ -42,7 +41,7 @@ pub async fn forward(
     route: &Route,
     out: Outbound,
     ctx: &mut Ctx,
-) -> Result<Response<Incoming>, GatewayError> {
+) -> Result<Response<UpstreamBody>, GatewayError> {
     let ups = &active.snapshot.upstreams[up_idx];
     let res = &active.upstreams[up_idx];
     let labels = || UpstreamLabels {
@@ -156,7 +155,7 @@ pub async fn forward(
         let now = Instant::now();
         let left = deadline.saturating_duration_since(now);
         let try_timeout = ups.timeouts.per_try.map_or(left, |p| p.min(left));
-        let result = super::call(&res.client, t, req, try_timeout, ctx).await;
+        let result = super::call(res, t_idx, t, req, try_timeout, ctx).await;
         let outcome = Outcome::of(
             &result
                 .as_ref()

@@ -1,4 +1,5 @@
-//! Upstream side of the data plane, one file per concern: pooled clients (`client`), the call
+//! Upstream side of the data plane, one file per concern: pooled clients (`client`), the
+//! HTTP/1.1 client and its per-target pools (`h1`), the call
 //! and its error mapping (`call`), the retrying, health-aware call the pipeline uses
 //! (`forward`), request keys for hashing (`balance`), long-lived state (`registry`), active
 //! checks (`health`), passive ejection (`outlier`), retries and their budget (`retry`), the
@@ -10,6 +11,7 @@ pub mod call;
 pub mod client;
 pub mod dns;
 pub mod forward;
+pub mod h1;
 pub mod health;
 pub mod mirror;
 pub mod outlier;

@@ -1,0 +1,732 @@
+//! Message heads: parsing (httparse, strict settings) into `http` types without copying
+//! header values (they are slices of the frozen head), framing decisions, and encoding.
+//!
+//! Request framing is decided here and is never ambiguous: `Transfer-Encoding` must be
+//! exactly `chunked` (one field, any case, OWS allowed), is refused on HTTP/1.0 and together
+//! with `Content-Length` (S1/S2/S3/S10); `Content-Length` must be one field of plain digits
+//! (S4). Whitespace before a colon, obs-fold, bare CR, and malformed request lines are
+//! refused by the parser itself (S5/S6/S7/S9).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri, Version};
+
+use gatehouse_core::GatewayError;
+
+/// How a request's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    Length(u64),
+    Chunked,
+}
+
+pub struct RequestHead {
+    pub parts: http::request::Parts,
+    pub framing: Framing,
+    /// The client wants the connection kept open after this exchange.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` (removed from the headers: the gateway answers it).
+    pub expect_continue: bool,
+    /// An `Upgrade` header is present (the pipeline decides whether it is honoured).
+    pub upgrade: bool,
+}
+
+/// Why a request head was refused: the status to answer with, after which the connection
+/// closes. `parts` is set when the head parsed but its framing was refused, so the refusal
+/// can be logged with the method and path.
+pub struct HeadError {
+    pub error: GatewayError,
+    pub parts: Option<Box<http::request::Parts>>,
+}
+
+impl HeadError {
+    fn new(error: GatewayError) -> HeadError {
+        HeadError { error, parts: None }
+    }
+}
+
+/// Where the head ends (the index just past the empty line), searching from `from`.
+/// Accepts CRLF and bare-LF line endings (a bare-LF request is forwarded with CRLF).
+pub fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from.saturating_sub(2);
+    while let Some(off) = memchr(b'\n', &buf[i..]) {
+        let lf = i + off;
+        match buf.get(lf + 1) {
+            Some(b'\n') => return Some(lf + 2),
+            Some(b'\r') => match buf.get(lf + 2) {
+                Some(b'\n') => return Some(lf + 3),
+                Some(_) => {}
+                None => return None,
+            },
+            Some(_) => {}
+            None => return None,
+        }
+        i = lf + 1;
+    }
+    None
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
+
+/// The largest head accepted: the request line plus the header block.
+pub fn max_head(max_request_line: usize, max_header_bytes: usize) -> usize {
+    max_request_line + max_header_bytes + 4
+}
+
+/// A head that has not ended within the limits: 414 when even the request line has no end
+/// in sight, else 431.
+pub fn head_too_large(buf: &[u8], max_request_line: usize) -> GatewayError {
+    let line_end = memchr(b'\n', &buf[..buf.len().min(max_request_line + 2)]);
+    if line_end.is_none() {
+        GatewayError::UriTooLong
+    } else {
+        GatewayError::HeaderFieldsTooLarge
+    }
+}
+
+/// Offsets of one header line in the head buffer.
+#[derive(Clone, Copy)]
+struct Idx {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+fn range_of(base: *const u8, s: &[u8]) -> (usize, usize) {
+    let start = s.as_ptr() as usize - base as usize;
+    (start, start + s.len())
+}
+
+/// Parses the complete head in `buf[..end]` (from [`find_head_end`]) and removes it from
+/// `buf`. `Ok(None)`: the bytes held only empty lines, which are skipped (RFC 9112 §2.2).
+pub fn parse_request(
+    buf: &mut BytesMut,
+    end: usize,
+    max_headers: usize,
+) -> Result<Option<RequestHead>, HeadError> {
+    let mut storage = Vec::new();
+    storage.resize(max_headers + 1, httparse::EMPTY_HEADER);
+    let mut req = httparse::Request::new(&mut storage);
+    let status = req.parse(&buf[..end]).map_err(|e| {
+        HeadError::new(match e {
+            httparse::Error::TooManyHeaders => GatewayError::HeaderFieldsTooLarge,
+            httparse::Error::Version => GatewayError::BadRequest("unsupported HTTP version"),
+            _ => GatewayError::BadRequest("malformed request head"),
+        })
+    })?;
+    let len = match status {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => {
+            // Only line endings so far: drop them and wait for a request line.
+            if buf[..end].iter().all(|b| *b == b'\r' || *b == b'\n') {
+                let _ = buf.split_to(end);
+                return Ok(None);
+            }
+            return Err(HeadError::new(GatewayError::BadRequest(
+                "malformed request head",
+            )));
+        }
+    };
+    let base = buf.as_ptr();
+    let method = req.method.unwrap_or("");
+    let method_r = range_of(base, method.as_bytes());
+    let path_r = range_of(base, req.path.unwrap_or("").as_bytes());
+    let version = if req.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let idx: Vec<Idx> = req
+        .headers
+        .iter()
+        .map(|h| Idx {
+            name: range_of(base, h.name.as_bytes()),
+            value: range_of(base, h.value),
+        })
+        .collect();
+    let head = buf.split_to(len).freeze();
+
+    let bad = |why: &'static str| HeadError::new(GatewayError::BadRequest(why));
+    let method =
+        Method::from_bytes(&head[method_r.0..method_r.1]).map_err(|_| bad("invalid method"))?;
+    let uri = Uri::from_maybe_shared(head.slice(path_r.0..path_r.1))
+        .map_err(|_| bad("invalid request target"))?;
+    let mut headers = HeaderMap::with_capacity(idx.len());
+    let mut framing = Framing::None;
+    let mut te_seen = false;
+    let mut cl_seen = false;
+    let mut bad_framing: Option<&'static str> = None;
+    let mut keep_alive = version == Version::HTTP_11;
+    let mut expect_continue = false;
+    let mut upgrade = false;
+    for i in &idx {
+        let name = HeaderName::from_bytes(&head[i.name.0..i.name.1])
+            .map_err(|_| bad("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(i.value.0..i.value.1))
+            .map_err(|_| bad("invalid header value"))?;
+        if name == header::TRANSFER_ENCODING {
+            if te_seen
+                || !value
+                    .as_bytes()
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"chunked")
+            {
+                bad_framing = Some("unsupported transfer-encoding");
+            }
+            te_seen = true;
+            framing = Framing::Chunked;
+        } else if name == header::CONTENT_LENGTH {
+            match parse_content_length(value.as_bytes()) {
+                Some(n) if !cl_seen => framing = Framing::Length(n),
+                Some(_) => bad_framing = Some("repeated content-length"),
+                None => bad_framing = Some("invalid content-length"),
+            }
+            cl_seen = true;
+        } else if name == header::CONNECTION {
+            for token in value.as_bytes().split(|b| *b == b',') {
+                let t = token.trim_ascii();
+                if t.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                    keep_alive = true;
+                }
+            }
+        } else if name == header::EXPECT {
+            if version == Version::HTTP_11
+                && value
+                    .as_bytes()
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"100-continue")
+            {
+                expect_continue = true;
+                continue;
+            }
+        } else if name == header::UPGRADE {
+            upgrade = true;
+        }
+        headers.append(name, value);
+    }
+    if te_seen && cl_seen {
+        bad_framing = Some("both content-length and transfer-encoding");
+    } else if te_seen && version == Version::HTTP_10 {
+        bad_framing = Some("transfer-encoding on HTTP/1.0");
+    }
+    if framing == Framing::Length(0) {
+        framing = Framing::None;
+    }
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    if let Some(why) = bad_framing {
+        return Err(HeadError {
+            error: GatewayError::BadRequest(why),
+            parts: Some(Box::new(parts)),
+        });
+    }
+    if framing == Framing::None {
+        expect_continue = false;
+    }
+    Ok(Some(RequestHead {
+        parts,
+        framing,
+        keep_alive,
+        expect_continue,
+        upgrade,
+    }))
+}
+
+/// `Content-Length`: 1 to 19 ASCII digits, nothing else (no sign, list, space or hex; S4).
+pub fn parse_content_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// How a response's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// No body by definition (1xx, 204, 304, a response to HEAD).
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes the connection.
+    Eof,
+}
+
+pub struct ResponseHead {
+    pub parts: http::response::Parts,
+    pub framing: ResponseFraming,
+    /// The connection may carry another request after this response's body.
+    pub reusable: bool,
+}
+
+/// Why an upstream response head was refused (the client gets 502; the connection is
+/// closed, never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseError {
+    Malformed,
+    TooLarge,
+    /// Conflicting or invalid `Content-Length` / `Transfer-Encoding` (S13).
+    Framing,
+}
+
+/// Parses the upstream response head at the front of `buf`, removing it. `Ok(None)`: not
+/// complete yet. 1xx responses other than 101 are returned like any other; the caller skips
+/// them.
+pub fn parse_response(
+    buf: &mut BytesMut,
+    max_head: usize,
+    max_headers: usize,
+    head_request: bool,
+) -> Result<Option<ResponseHead>, ResponseError> {
+    let Some(end) = find_head_end(buf, 0) else {
+        return if buf.len() > max_head {
+            Err(ResponseError::TooLarge)
+        } else {
+            Ok(None)
+        };
+    };
+    if end > max_head {
+        return Err(ResponseError::TooLarge);
+    }
+    let mut storage = Vec::new();
+    storage.resize(max_headers + 1, httparse::EMPTY_HEADER);
+    let mut resp = httparse::Response::new(&mut storage);
+    let len = match resp.parse(&buf[..end]) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err(ResponseError::Malformed),
+        Err(httparse::Error::TooManyHeaders) => return Err(ResponseError::TooLarge),
+        Err(_) => return Err(ResponseError::Malformed),
+    };
+    let base = buf.as_ptr();
+    let code = resp.code.unwrap_or(0);
+    let version = if resp.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let idx: Vec<Idx> = resp
+        .headers
+        .iter()
+        .map(|h| Idx {
+            name: range_of(base, h.name.as_bytes()),
+            value: range_of(base, h.value),
+        })
+        .collect();
+    let head = buf.split_to(len).freeze();
+    let status = StatusCode::from_u16(code).map_err(|_| ResponseError::Malformed)?;
+
+    let mut headers = HeaderMap::with_capacity(idx.len());
+    let mut length: Option<u64> = None;
+    let mut cl_seen = false;
+    let mut te: Option<bool> = None;
+    let mut reusable = version == Version::HTTP_11;
+    let mut framing_error = false;
+    for i in &idx {
+        let name = HeaderName::from_bytes(&head[i.name.0..i.name.1])
+            .map_err(|_| ResponseError::Malformed)?;
+        let value = HeaderValue::from_maybe_shared(head.slice(i.value.0..i.value.1))
+            .map_err(|_| ResponseError::Malformed)?;
+        if name == header::CONTENT_LENGTH {
+            match parse_content_length(value.as_bytes()) {
+                Some(n) if !cl_seen => length = Some(n),
+                _ => framing_error = true,
+            }
+            cl_seen = true;
+        } else if name == header::TRANSFER_ENCODING {
+            let chunked = value
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked");
+            te = Some(te.is_none() && chunked);
+        } else if name == header::CONNECTION {
+            for token in value.as_bytes().split(|b| *b == b',') {
+                let t = token.trim_ascii();
+                if t.eq_ignore_ascii_case(b"close") {
+                    reusable = false;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                    reusable = true;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+    let bodiless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if cl_seen && te.is_some() {
+        framing_error = true;
+    }
+    if framing_error {
+        return Err(ResponseError::Framing);
+    }
+    let framing = if bodiless {
+        // A body-framing header on a bodiless response says the upstream may send bytes
+        // that belong to no response: never reuse that connection (S13).
+        if (status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED)
+            && (te.is_some() || length.is_some_and(|n| n > 0))
+        {
+            reusable = false;
+        }
+        ResponseFraming::None
+    } else {
+        match (te, length) {
+            (Some(true), _) => ResponseFraming::Chunked,
+            // A coding other than exactly `chunked` (gzip, chunked; two TE fields): refused,
+            // the gateway would otherwise pass on a body it cannot frame.
+            (Some(false), _) => return Err(ResponseError::Framing),
+            (None, Some(n)) => ResponseFraming::Length(n),
+            (None, None) => {
+                reusable = false;
+                ResponseFraming::Eof
+            }
+        }
+    };
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(ResponseHead {
+        parts,
+        framing,
+        reusable,
+    }))
+}
+
+fn put_headers(out: &mut BytesMut, headers: &HeaderMap) {
+    for (name, value) in headers {
+        // Framing is the encoder's own decision; hop-by-hop headers were removed earlier.
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+}
+
+fn put_decimal(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[i..]);
+}
+
+/// A request head for an upstream: origin-form target, the headers as the pipeline left
+/// them, and one framing header chosen from the body.
+pub fn encode_request(
+    out: &mut BytesMut,
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    framing: Framing,
+) {
+    out.reserve(64 + path_and_query.len() + headers.len() * 32);
+    out.put_slice(method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(path_and_query.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\n");
+    put_headers(out, headers);
+    match framing {
+        Framing::None => {
+            // A method that normally has a body says so explicitly.
+            if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+                out.put_slice(b"content-length: 0\r\n");
+            }
+        }
+        Framing::Length(n) => {
+            out.put_slice(b"content-length: ");
+            put_decimal(out, n);
+            out.put_slice(b"\r\n");
+        }
+        Framing::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// How the server frames a response body on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body is written (HEAD, 1xx, 204, 304).
+    None,
+    Length(u64),
+    Chunked,
+    /// HTTP/1.0 client, unknown length: the body ends when the connection closes.
+    Close,
+}
+
+/// A response head for a client. `length` is the body's length when known; `close` adds
+/// `Connection: close`, `keep_alive_10` adds `Connection: keep-alive` for HTTP/1.0 clients.
+pub fn encode_response(
+    out: &mut BytesMut,
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: BodyFraming,
+    declared_length: Option<u64>,
+    connection: Option<&'static [u8]>,
+    date: &[u8],
+) {
+    out.reserve(128 + headers.len() * 40);
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.put_slice(b"\r\n");
+    put_headers(out, headers);
+    if !headers.contains_key(header::DATE) {
+        out.put_slice(b"date: ");
+        out.put_slice(date);
+        out.put_slice(b"\r\n");
+    }
+    match framing {
+        BodyFraming::Length(n) => {
+            out.put_slice(b"content-length: ");
+            put_decimal(out, n);
+            out.put_slice(b"\r\n");
+        }
+        BodyFraming::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+        BodyFraming::None => {
+            // HEAD answers carry the length a GET would have had.
+            if let Some(n) = declared_length {
+                out.put_slice(b"content-length: ");
+                put_decimal(out, n);
+                out.put_slice(b"\r\n");
+            }
+        }
+        BodyFraming::Close => {}
+    }
+    if let Some(c) = connection {
+        out.put_slice(b"connection: ");
+        out.put_slice(c);
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// The chunk-size line of a data chunk.
+pub fn chunk_header(out: &mut BytesMut, len: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    let mut n = len;
+    loop {
+        i -= 1;
+        digits[i] = HEX[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[i..]);
+    out.put_slice(b"\r\n");
+}
+
+/// Cached `Date` value, formatted once per second per thread.
+pub fn date_now(f: impl FnOnce(&[u8])) {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHE: RefCell<(u64, Bytes)> = const { RefCell::new((0, Bytes::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs || c.1.is_empty() {
+            *c = (secs, Bytes::from(httpdate::fmt_http_date(now)));
+        }
+        f(&c.1);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(raw: &[u8]) -> Result<RequestHead, GatewayError> {
+        let mut buf = BytesMut::from(raw);
+        let end = find_head_end(&buf, 0).expect("complete head");
+        match parse_request(&mut buf, end, 100) {
+            Ok(Some(h)) => Ok(h),
+            Ok(None) => panic!("empty"),
+            Err(e) => Err(e.error),
+        }
+    }
+
+    #[test]
+    fn head_end_with_crlf_and_bare_lf() {
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody", 0),
+            Some(27)
+        );
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\nHost: a\n\nbody", 0),
+            Some(24)
+        );
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0), None);
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r", 0), None);
+        // Resuming the search near where the last one stopped finds a split terminator.
+        let b = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(find_head_end(b, 25), Some(27));
+    }
+
+    #[test]
+    fn framing_is_decided_strictly() {
+        let r = req(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n").expect("ok");
+        assert_eq!(r.framing, Framing::Length(5));
+        let r =
+            req(b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: CHUNKED \r\n\r\n").expect("ok");
+        assert_eq!(r.framing, Framing::Chunked);
+        for bad in [
+            &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551616\r\n\r\n",
+        ] {
+            assert!(
+                matches!(req(bad), Err(GatewayError::BadRequest(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(parse_content_length(b"18446744073709551615"), None);
+        assert_eq!(
+            parse_content_length(b"1844674407370955161"),
+            Some(1_844_674_407_370_955_161)
+        );
+    }
+
+    #[test]
+    fn keep_alive_expect_and_upgrade() {
+        let r = req(b"GET / HTTP/1.0\r\nHost: a\r\n\r\n").expect("ok");
+        assert!(!r.keep_alive);
+        let r = req(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").expect("ok");
+        assert!(r.keep_alive);
+        let r = req(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, close\r\n\r\n").expect("ok");
+        assert!(!r.keep_alive);
+        let r =
+            req(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+                .expect("ok");
+        assert!(r.expect_continue);
+        assert!(!r.parts.headers.contains_key(header::EXPECT));
+        let r = req(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n").expect("ok");
+        assert!(r.upgrade);
+    }
+
+    #[test]
+    fn header_values_are_slices_of_the_head() {
+        let mut buf =
+            BytesMut::from(&b"GET /p?q HTTP/1.1\r\nHost: example\r\nX-A: 1\r\n\r\nNEXT"[..]);
+        let end = find_head_end(&buf, 0).expect("end");
+        let h = parse_request(&mut buf, end, 100)
+            .ok()
+            .flatten()
+            .expect("head");
+        assert_eq!(h.parts.uri.path(), "/p");
+        assert_eq!(h.parts.uri.query(), Some("q"));
+        assert_eq!(h.parts.headers["host"], "example");
+        assert_eq!(&buf[..], b"NEXT");
+    }
+
+    fn resp(raw: &[u8], head: bool) -> Result<ResponseHead, ResponseError> {
+        let mut buf = BytesMut::from(raw);
+        parse_response(&mut buf, 64 * 1024, 100, head).map(|r| r.expect("complete"))
+    }
+
+    #[test]
+    fn response_framing() {
+        let r = resp(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", false).expect("ok");
+        assert_eq!(r.framing, ResponseFraming::Length(3));
+        assert!(r.reusable);
+        let r = resp(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        )
+        .expect("ok");
+        assert_eq!(r.framing, ResponseFraming::Chunked);
+        let r = resp(b"HTTP/1.1 200 OK\r\n\r\n", false).expect("ok");
+        assert_eq!(r.framing, ResponseFraming::Eof);
+        assert!(!r.reusable);
+        let r = resp(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true).expect("ok");
+        assert_eq!(r.framing, ResponseFraming::None);
+        let r = resp(
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n",
+            false,
+        )
+        .expect("ok");
+        assert_eq!(r.framing, ResponseFraming::None);
+        assert!(!r.reusable);
+        let r = resp(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false).expect("ok");
+        assert!(!r.reusable);
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nContent-Length: 3\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        ] {
+            assert_eq!(
+                resp(bad, false).err(),
+                Some(ResponseError::Framing),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            resp(b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n", false).err(),
+            Some(ResponseError::Malformed)
+        );
+    }
+
+    #[test]
+    fn encoders() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("up"));
+        h.insert("content-length", HeaderValue::from_static("99"));
+        let mut out = BytesMut::new();
+        encode_request(&mut out, &Method::POST, "/a?b", &h, Framing::Length(5));
+        assert_eq!(
+            &out[..],
+            b"POST /a?b HTTP/1.1\r\nhost: up\r\ncontent-length: 5\r\n\r\n"
+        );
+        let mut out = BytesMut::new();
+        encode_response(
+            &mut out,
+            StatusCode::NOT_FOUND,
+            &HeaderMap::new(),
+            BodyFraming::Chunked,
+            None,
+            Some(b"close"),
+            b"Tue, 01 Dec 2026 00:00:00 GMT",
+        );
+        assert_eq!(
+            &out[..],
+            &b"HTTP/1.1 404 Not Found\r\ndate: Tue, 01 Dec 2026 00:00:00 GMT\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"[..]
+        );
+        let mut out = BytesMut::new();
+        chunk_header(&mut out, 0x1a2);
+        assert_eq!(&out[..], b"1a2\r\n");
+    }
+}

@@ -1,0 +1,850 @@
+//! HTTP/1.1 server connections: read a head (within `header_timeout`), hand the request to
+//! the pipeline, write the response, and keep the connection for the next request while the
+//! client wants it (idle up to `idle_timeout`).
+//!
+//! One task per connection does everything for its requests, including the upstream call:
+//! the request body is read from this connection's buffer by whoever polls it (the
+//! upstream client), through [`ConnIo`] shared behind a mutex that is never contended
+//! (reading the head, the body and writing the response happen one after another).
+//!
+//! An idle connection keeps no buffer: between requests the read buffer is released, and
+//! the next bytes are first read into a stack buffer (`IDLE_READ`) and copied into a fresh
+//! one.
+//!
+//! A connection is closed after: a head or framing error (answered first: 400/414/431,
+//! JSON, `Connection: close`), `Connection: close` from either side, an HTTP/1.0 client
+//! without keep-alive, a body the pipeline did not read to the end (S12; the rest is read
+//! and discarded for a moment first, so the answer is not lost to a reset), a response body
+//! that failed midway (the client sees it truncated, F4), and at the header or idle timeout.
+
+use std::future::Future;
+use std::io;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use http::header;
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::ReadBuf;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use gatehouse_core::snapshot::Limits;
+use gatehouse_core::GatewayError;
+
+use crate::body::{Body, BoxError, ClientBodyError, RequestBody};
+use crate::gateway::Shared;
+use crate::http1::decode::{Decoded, Decoder};
+use crate::http1::head::{self, BodyFraming, Framing, HeadError, RequestHead};
+use crate::http1::{poll_read_buf, poll_write_all, Io, Prefixed, Upgraded};
+use crate::pipeline;
+use crate::server::conn::ConnInfo;
+
+/// Stack buffer for the first read of a request on an idle connection.
+const IDLE_READ: usize = 4096;
+/// Read-buffer growth while a head or body is being read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Largest data frame handed to the pipeline at once.
+const MAX_FRAME: usize = 64 * 1024;
+/// Response bytes gathered into one write (head + small body chunks).
+const WRITE_COALESCE: usize = 16 * 1024;
+/// After an answer that left a request body unread: how long, and how much, of the rest is
+/// read and discarded before closing (so the client is not reset before it reads the answer).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+/// An unread request body up to this size is read and discarded to keep the connection.
+const DRAIN_LIMIT: usize = 64 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How a connection ended, for the caller.
+pub enum Served<I> {
+    Closed,
+    /// The client opened with the HTTP/2 preface: serve HTTP/2 on this stream.
+    Http2(Prefixed<I>),
+}
+
+/// The connection's stream and read state, shared with the body of the request in flight.
+pub struct ConnIo<I> {
+    io: Option<I>,
+    rbuf: BytesMut,
+    /// Decoding state of the current request's body (`Done` when there is none).
+    body: Decoder,
+    /// Bytes of `100 Continue` still to write before the body is read.
+    continue_left: usize,
+    /// The body failed (bad framing, client gone): the connection is unusable.
+    broken: bool,
+    eof: bool,
+}
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+type Shared_<I> = Arc<Mutex<ConnIo<I>>>;
+
+fn lock<I>(c: &Mutex<ConnIo<I>>) -> std::sync::MutexGuard<'_, ConnIo<I>> {
+    match c.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// The request body as the pipeline sees it: frames decoded from the connection.
+pub struct H1Body {
+    src: Arc<dyn ReadBody>,
+    hint: Option<u64>,
+    done: bool,
+}
+
+/// Reading a request body from a connection of any stream type.
+pub trait ReadBody: Send + Sync {
+    fn poll_body(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>>;
+}
+
+impl<I: Io> ReadBody for Mutex<ConnIo<I>> {
+    fn poll_body(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+        let mut g = lock(self);
+        let s = &mut *g;
+        let Some(io) = s.io.as_mut() else {
+            return Poll::Ready(None);
+        };
+        while s.continue_left > 0 {
+            let start = CONTINUE.len() - s.continue_left;
+            match Pin::new(&mut *io).poll_write(cx, &CONTINUE[start..]) {
+                Poll::Ready(Ok(n)) if n > 0 => s.continue_left -= n,
+                Poll::Ready(Ok(_)) | Poll::Ready(Err(_)) => {
+                    s.broken = true;
+                    return Poll::Ready(Some(Err(client_gone())));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+            if s.continue_left == 0 {
+                if let Poll::Ready(Err(_)) = Pin::new(&mut *io).poll_flush(cx) {
+                    s.broken = true;
+                    return Poll::Ready(Some(Err(client_gone())));
+                }
+            }
+        }
+        loop {
+            match s.body.decode(&mut s.rbuf, MAX_FRAME) {
+                Ok(Decoded::Data(b)) => return Poll::Ready(Some(Ok(b))),
+                Ok(Decoded::Done) => return Poll::Ready(None),
+                Ok(Decoded::NeedMore) => {}
+                Err(e) => {
+                    s.broken = true;
+                    return Poll::Ready(Some(Err(Box::new(ClientBodyError(Box::new(e))))));
+                }
+            }
+            if s.eof {
+                s.broken = true;
+                return Poll::Ready(Some(Err(Box::new(ClientBodyError(Box::new(
+                    crate::http1::decode::DecodeError::Truncated,
+                ))))));
+            }
+            match poll_read_buf(io, cx, &mut s.rbuf, READ_CHUNK) {
+                Poll::Ready(Ok(0)) => s.eof = true,
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    s.broken = true;
+                    return Poll::Ready(Some(Err(Box::new(ClientBodyError(Box::new(e))))));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+fn client_gone() -> BoxError {
+    Box::new(ClientBodyError(Box::new(io::Error::from(
+        io::ErrorKind::ConnectionReset,
+    ))))
+}
+
+impl HttpBody for H1Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.src.poll_body(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                if let Some(h) = self.hint.as_mut() {
+                    *h = h.saturating_sub(b.len() as u64);
+                }
+                Poll::Ready(Some(Ok(Frame::data(b))))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.hint == Some(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.hint {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+/// The client side of a WebSocket upgrade: resolves with the connection once the `101` has
+/// been written to the client. Put in the request's extensions by the server.
+#[derive(Clone)]
+pub struct ServerUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+
+impl ServerUpgrade {
+    pub fn take(&self) -> Option<oneshot::Receiver<Upgraded>> {
+        match self.0.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        }
+    }
+}
+
+/// What the connection task needs for every request.
+pub struct Env<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub info: &'a Arc<ConnInfo>,
+    pub limits: &'a Limits,
+    /// Listener stop (graceful drain with a grace period).
+    pub stop: watch::Receiver<Option<Duration>>,
+    /// First read on this stream: look for the HTTP/2 preface (plaintext h2c).
+    pub detect_h2: bool,
+}
+
+/// Serves HTTP/1.1 on `io` until the connection ends.
+pub async fn serve<I: Io>(io: I, env: Env<'_>) -> Served<I> {
+    let conn: Shared_<I> = Arc::new(Mutex::new(ConnIo {
+        io: Some(io),
+        rbuf: BytesMut::new(),
+        body: Decoder::Done,
+        continue_left: 0,
+        broken: false,
+        eof: false,
+    }));
+    let Env {
+        shared,
+        info,
+        limits,
+        stop,
+        detect_h2,
+    } = env;
+    let mut stop_peek = stop.clone();
+    // Read by the exchange before it writes a response head: a stop that arrives while a
+    // request is in flight makes that response the connection's last.
+    let stop_check = stop.clone();
+    let mut stop = stop;
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
+    let mut hard_stop = shared.hard_stop.subscribe();
+    let hard = hard_stop.changed();
+    tokio::pin!(hard);
+    // One timer for the connection's idle periods, re-armed lazily: it fires at the old
+    // deadline and is pushed to the real one if the connection was busy in between.
+    let idle = limits.idle_timeout;
+    let mut last_active = Instant::now();
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
+    let mut first = true;
+    // Grace period end once the listener is stopping (in-flight requests finish by then).
+    let mut drain_deadline: Option<Instant> = None;
+
+    loop {
+        // Wait for the first bytes of the next request.
+        if lock(&conn).rbuf.is_empty() {
+            let outcome = tokio::select! {
+                biased;
+                _ = &mut hard => return Served::Closed,
+                _ = &mut stopped, if drain_deadline.is_none() => return Served::Closed,
+                _ = &mut idle_timer => {
+                    let due = last_active + idle;
+                    if Instant::now() >= due {
+                        return Served::Closed;
+                    }
+                    idle_timer.as_mut().reset(due);
+                    continue;
+                }
+                r = std::future::poll_fn(|cx| read_idle(&conn, cx)) => r,
+            };
+            match outcome {
+                Ok(0) | Err(_) => return Served::Closed,
+                Ok(_) => {}
+            }
+        }
+        if std::mem::take(&mut first) && detect_h2 {
+            match h2_preface(&conn).await {
+                Preface::H2 => {
+                    let mut g = lock(&conn);
+                    let prefix = std::mem::take(&mut g.rbuf).freeze();
+                    return match g.io.take() {
+                        Some(io) => Served::Http2(Prefixed::new(prefix, io)),
+                        None => Served::Closed,
+                    };
+                }
+                Preface::Closed => return Served::Closed,
+                Preface::Http1 => {}
+            }
+        }
+
+        // Read the head: within header_timeout of its first byte.
+        let head = tokio::select! {
+            biased;
+            _ = &mut hard => return Served::Closed,
+            h = read_head(&conn, limits) => h,
+        };
+        let head = match head {
+            ReadHead::Head(h) => h,
+            ReadHead::Empty => continue,
+            ReadHead::Closed => return Served::Closed,
+            ReadHead::Refused(e) => {
+                let resp = pipeline::reject(e.error, e.parts, info, shared);
+                let _ = write_response(&conn, resp, false, Version::HTTP_11, true, idle).await;
+                linger(&conn).await;
+                return Served::Closed;
+            }
+        };
+
+        // Dispatch; the response is written by the same boxed future, so an idle connection's
+        // task does not carry the request's state.
+        let draining = drain_deadline.is_some();
+        let exchange = Box::pin(exchange(
+            &conn,
+            head,
+            shared,
+            info,
+            idle,
+            draining,
+            &stop_check,
+        ));
+        tokio::pin!(exchange);
+        let outcome = loop {
+            let grace_end = drain_deadline.unwrap_or_else(far_future);
+            tokio::select! {
+                biased;
+                _ = &mut hard => return Served::Closed,
+                _ = &mut stopped, if drain_deadline.is_none() => {
+                    let grace = (*stop_peek.borrow_and_update()).unwrap_or(Duration::ZERO);
+                    drain_deadline = Some(Instant::now() + grace);
+                }
+                _ = tokio::time::sleep_until(grace_end), if drain_deadline.is_some() => {
+                    return Served::Closed;
+                }
+                o = &mut exchange => break o,
+            }
+        };
+        last_active = Instant::now();
+        match outcome {
+            Exchange::KeepAlive if drain_deadline.is_none() => {
+                // Released between requests: an idle connection holds no buffer.
+                let mut g = lock(&conn);
+                if g.rbuf.is_empty() {
+                    g.rbuf = BytesMut::new();
+                }
+            }
+            Exchange::KeepAlive | Exchange::Close => return Served::Closed,
+            Exchange::Linger => {
+                linger(&conn).await;
+                return Served::Closed;
+            }
+            Exchange::Upgraded => return Served::Closed,
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+/// First bytes on an idle connection, into a stack buffer (no heap buffer while idle).
+fn read_idle<I: Io>(conn: &Mutex<ConnIo<I>>, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    let mut g = lock(conn);
+    let s = &mut *g;
+    let Some(io) = s.io.as_mut() else {
+        return Poll::Ready(Ok(0));
+    };
+    let mut tmp = [0u8; IDLE_READ];
+    let mut rb = ReadBuf::new(&mut tmp);
+    match Pin::new(io).poll_read(cx, &mut rb) {
+        Poll::Ready(Ok(())) => {
+            let n = rb.filled().len();
+            if n > 0 {
+                s.rbuf.reserve(n.max(1024));
+                s.rbuf.extend_from_slice(rb.filled());
+            }
+            Poll::Ready(Ok(n))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+enum Preface {
+    H2,
+    Http1,
+    Closed,
+}
+
+/// Whether the buffered bytes are (the start of) the HTTP/2 connection preface; reads until
+/// they are decisive.
+async fn h2_preface<I: Io>(conn: &Mutex<ConnIo<I>>) -> Preface {
+    loop {
+        {
+            let g = lock(conn);
+            let n = g.rbuf.len().min(HTTP2_PREFACE.len());
+            if g.rbuf[..n] != HTTP2_PREFACE[..n] {
+                return Preface::Http1;
+            }
+            if n == HTTP2_PREFACE.len() {
+                return Preface::H2;
+            }
+        }
+        let r = std::future::poll_fn(|cx| {
+            let mut g = lock(conn);
+            let s = &mut *g;
+            match s.io.as_mut() {
+                Some(io) => poll_read_buf(io, cx, &mut s.rbuf, 1024),
+                None => Poll::Ready(Ok(0)),
+            }
+        });
+        match tokio::time::timeout(Duration::from_secs(10), r).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return Preface::Closed,
+        }
+    }
+}
+
+enum ReadHead {
+    Head(Box<RequestHead>),
+    /// Only empty lines: wait for the next request.
+    Empty,
+    Closed,
+    Refused(HeadError),
+}
+
+async fn read_head<I: Io>(conn: &Mutex<ConnIo<I>>, limits: &Limits) -> ReadHead {
+    let max = head::max_head(limits.max_request_line, limits.max_header_bytes);
+    let mut scanned = 0;
+    let mut deadline: Option<Instant> = None;
+    loop {
+        {
+            let mut g = lock(conn);
+            let s = &mut *g;
+            if let Some(end) = head::find_head_end(&s.rbuf, scanned) {
+                if end > max {
+                    return refused(head::head_too_large(&s.rbuf, limits.max_request_line));
+                }
+                return match head::parse_request(&mut s.rbuf, end, limits.max_headers) {
+                    Ok(Some(h)) => ReadHead::Head(Box::new(h)),
+                    Ok(None) if s.rbuf.is_empty() => ReadHead::Empty,
+                    Ok(None) => {
+                        scanned = 0;
+                        continue;
+                    }
+                    Err(e) => ReadHead::Refused(e),
+                };
+            }
+            let no_line_end = !s.rbuf.contains(&b'\n');
+            if s.rbuf.len() > max || (no_line_end && s.rbuf.len() > limits.max_request_line + 2) {
+                return refused(head::head_too_large(&s.rbuf, limits.max_request_line));
+            }
+            scanned = s.rbuf.len();
+        }
+        let due = *deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
+        let read = std::future::poll_fn(|cx| {
+            let mut g = lock(conn);
+            let s = &mut *g;
+            match s.io.as_mut() {
+                Some(io) => poll_read_buf(io, cx, &mut s.rbuf, READ_CHUNK),
+                None => Poll::Ready(Ok(0)),
+            }
+        });
+        match tokio::time::timeout_at(due, read).await {
+            Ok(Ok(n)) if n > 0 => {}
+            // Closed mid-head, or the head took longer than header_timeout (slowloris, L4):
+            // close without an answer.
+            _ => return ReadHead::Closed,
+        }
+    }
+}
+
+fn refused(error: GatewayError) -> ReadHead {
+    ReadHead::Refused(HeadError { error, parts: None })
+}
+
+enum Exchange {
+    KeepAlive,
+    Close,
+    /// Close after reading and discarding what the client still sends.
+    Linger,
+    Upgraded,
+}
+
+async fn exchange<I: Io>(
+    conn: &Shared_<I>,
+    head: Box<RequestHead>,
+    shared: &Arc<Shared>,
+    info: &Arc<ConnInfo>,
+    idle: Duration,
+    draining: bool,
+    stop: &watch::Receiver<Option<Duration>>,
+) -> Exchange {
+    let RequestHead {
+        mut parts,
+        framing,
+        keep_alive,
+        expect_continue,
+        upgrade,
+    } = *head;
+    let head_request = parts.method == Method::HEAD;
+    let version = parts.version;
+    let body = match framing {
+        Framing::None => RequestBody::Empty,
+        Framing::Length(_) | Framing::Chunked => {
+            let hint = match framing {
+                Framing::Length(n) => Some(n),
+                _ => None,
+            };
+            {
+                let mut g = lock(conn);
+                g.body = match framing {
+                    Framing::Length(n) => Decoder::length(n),
+                    _ => Decoder::chunked(),
+                };
+                g.continue_left = if expect_continue { CONTINUE.len() } else { 0 };
+            }
+            let src: Arc<dyn ReadBody> = conn.clone();
+            RequestBody::H1(H1Body {
+                src,
+                hint,
+                done: false,
+            })
+        }
+    };
+    let upgrade_tx = if upgrade && version == Version::HTTP_11 {
+        let (tx, rx) = oneshot::channel();
+        parts
+            .extensions
+            .insert(ServerUpgrade(Arc::new(Mutex::new(Some(rx)))));
+        Some(tx)
+    } else {
+        None
+    };
+    let req = Request::from_parts(parts, body);
+
+    info.state.request_started();
+    let fut = pipeline::handle(req, info.clone(), shared.clone());
+    // A panic in one request becomes a 500; the process keeps serving (F18).
+    let resp = match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!("request handler panicked");
+            info.state.request_finished();
+            shared.metrics.in_flight.dec();
+            super::panic_response()
+        }
+    };
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let draining = draining || stop.has_changed().unwrap_or(true);
+    let keep = keep_alive && !draining && !switching;
+    let written = write_response(conn, resp, head_request, version, !keep, idle).await;
+    let close_requested = match written {
+        Ok(close) => close,
+        Err(_) => return Exchange::Close,
+    };
+    // What the body's state says, decided under the lock; the drain (if any) awaits after.
+    let unread = {
+        let mut g = lock(conn);
+        if switching {
+            if let Some(tx) = upgrade_tx {
+                if let Some(io) = g.io.take() {
+                    let rest = std::mem::take(&mut g.rbuf).freeze();
+                    let io: Box<dyn Io> = Box::new(io);
+                    let _ = tx.send(Prefixed::new(rest, io));
+                    return Exchange::Upgraded;
+                }
+            }
+            return Exchange::Close;
+        }
+        if g.broken {
+            return Exchange::Linger;
+        }
+        if g.body.is_done() {
+            None
+        } else {
+            let waiting = g.continue_left > 0;
+            g.continue_left = 0;
+            Some(waiting)
+        }
+    };
+    if let Some(waiting) = unread {
+        // The answer came without the body being read (a local 401/404/503...): its bytes
+        // must never be parsed as the next request (S12). A small rest is read and
+        // discarded by its framing, keeping the connection; anything else closes it. A
+        // client waiting for `100 Continue` has sent nothing to discard.
+        if close_requested || !keep || waiting || !drain_body(conn).await {
+            lock(conn).body = Decoder::Done;
+            return Exchange::Linger;
+        }
+        return Exchange::KeepAlive;
+    }
+    if close_requested || !keep {
+        return Exchange::Close;
+    }
+    Exchange::KeepAlive
+}
+
+/// Reads the rest of an unread request body and throws it away: `true` when it ended within
+/// [`DRAIN_LIMIT`] bytes and [`DRAIN_TIME`].
+async fn drain_body<I: Io>(conn: &Mutex<ConnIo<I>>) -> bool {
+    let mut total = 0usize;
+    let drain = std::future::poll_fn(|cx| {
+        let mut g = lock(conn);
+        let s = &mut *g;
+        loop {
+            match s.body.decode(&mut s.rbuf, MAX_FRAME) {
+                Ok(Decoded::Data(b)) => {
+                    total += b.len();
+                    if total > DRAIN_LIMIT {
+                        return Poll::Ready(false);
+                    }
+                    continue;
+                }
+                Ok(Decoded::Done) => return Poll::Ready(true),
+                Ok(Decoded::NeedMore) => {}
+                Err(_) => return Poll::Ready(false),
+            }
+            let Some(io) = s.io.as_mut() else {
+                return Poll::Ready(false);
+            };
+            match poll_read_buf(io, cx, &mut s.rbuf, READ_CHUNK) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(false),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    });
+    tokio::time::timeout(DRAIN_TIME, drain)
+        .await
+        .unwrap_or(false)
+}
+
+/// Writes `resp`; `Ok(true)` when the connection must close afterwards (the response said
+/// so, or the body length was unknown to an HTTP/1.0 client). `Err`: the client went away or
+/// the body failed midway (the client sees a truncated response).
+async fn write_response<I: Io>(
+    conn: &Mutex<ConnIo<I>>,
+    resp: Response<Body>,
+    head_request: bool,
+    version: Version,
+    mut close: bool,
+    idle: Duration,
+) -> io::Result<bool> {
+    let (mut parts, mut body) = resp.into_parts();
+    // The pipeline asks for a close with `Connection: close`; the encoder writes its own.
+    if let Some(c) = parts.headers.remove(header::CONNECTION) {
+        if c.as_bytes().eq_ignore_ascii_case(b"close") {
+            close = true;
+        }
+    }
+    let status = parts.status;
+    let bodiless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| head::parse_content_length(v.as_bytes()));
+    let exact = body.size_hint().exact();
+    let framing = if bodiless {
+        BodyFraming::None
+    } else if let Some(n) = exact {
+        BodyFraming::Length(n)
+    } else if version == Version::HTTP_11 {
+        BodyFraming::Chunked
+    } else {
+        close = true;
+        BodyFraming::Close
+    };
+    let declared_for_head = if head_request {
+        declared.or(exact.filter(|n| *n > 0))
+    } else {
+        None
+    };
+    let connection: Option<&'static [u8]> = if status == StatusCode::SWITCHING_PROTOCOLS {
+        Some(b"upgrade")
+    } else if close {
+        Some(b"close")
+    } else if version == Version::HTTP_10 {
+        Some(b"keep-alive")
+    } else {
+        None
+    };
+    let mut out = BytesMut::with_capacity(512);
+    head::date_now(|date| {
+        head::encode_response(
+            &mut out,
+            status,
+            &parts.headers,
+            framing,
+            declared_for_head,
+            connection,
+            date,
+        )
+    });
+    if framing == BodyFraming::None {
+        drop(body);
+        write_timed(conn, out.freeze(), idle).await?;
+        return Ok(close);
+    }
+    let chunked = framing == BodyFraming::Chunked;
+    loop {
+        // Take what the body has ready without waiting; flush before waiting for more.
+        let next = match poll_once(&mut body).await {
+            Some(f) => f,
+            None => {
+                if !out.is_empty() {
+                    write_timed(conn, out.split().freeze(), idle).await?;
+                }
+                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+            }
+        };
+        match next {
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    // Trailers: HTTP/1.1 clients did not ask for them (no `TE: trailers`).
+                    continue;
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                if chunked {
+                    head::chunk_header(&mut out, data.len());
+                }
+                if out.len() + data.len() <= WRITE_COALESCE {
+                    out.extend_from_slice(&data);
+                } else {
+                    if !out.is_empty() {
+                        write_timed(conn, out.split().freeze(), idle).await?;
+                    }
+                    write_timed(conn, data, idle).await?;
+                }
+                if chunked {
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+            Some(Err(_)) => {
+                // The upstream failed midway: send what arrived, then close without the
+                // terminating chunk, so the client sees the truncation (F4).
+                if !out.is_empty() {
+                    let _ = write_timed(conn, out.split().freeze(), idle).await;
+                }
+                return Err(io::Error::other("response body failed"));
+            }
+            None => {
+                if chunked {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
+                if !out.is_empty() {
+                    write_timed(conn, out.freeze(), idle).await?;
+                }
+                return Ok(close);
+            }
+        }
+    }
+}
+
+/// Polls the body once: `Some` when a frame (or the end) is ready now.
+async fn poll_once(body: &mut Body) -> Option<Option<Result<Frame<Bytes>, BoxError>>> {
+    std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
+        Poll::Ready(f) => Poll::Ready(Some(f)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}
+
+/// Writes `bytes`; a client that takes no bytes for `idle` is cut off (slow read, L6).
+async fn write_timed<I: Io>(
+    conn: &Mutex<ConnIo<I>>,
+    bytes: Bytes,
+    idle: Duration,
+) -> io::Result<()> {
+    let mut bytes = bytes;
+    let mut write = std::future::poll_fn(|cx| {
+        let mut g = lock(conn);
+        match g.io.as_mut() {
+            Some(io) => poll_write_all(io, cx, &mut bytes),
+            None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    });
+    // Most writes complete at once; only a blocked one pays for a timer.
+    let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut write).poll(cx))).await;
+    match first {
+        Poll::Ready(r) => r,
+        Poll::Pending => match tokio::time::timeout(idle, write).await {
+            Ok(r) => r,
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        },
+    }
+}
+
+/// Half-closes, then reads and discards for a moment before the connection is dropped.
+async fn linger<I: Io>(conn: &Mutex<ConnIo<I>>) {
+    let shutdown = std::future::poll_fn(|cx| {
+        let mut g = lock(conn);
+        match g.io.as_mut() {
+            Some(io) => Pin::new(io).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    });
+    if tokio::time::timeout(Duration::from_secs(1), shutdown)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut total = 0usize;
+    let drain = async {
+        loop {
+            let n = std::future::poll_fn(|cx| {
+                let mut g = lock(conn);
+                let Some(io) = g.io.as_mut() else {
+                    return Poll::Ready(0);
+                };
+                let mut tmp = [0u8; 8192];
+                let mut rb = ReadBuf::new(&mut tmp);
+                match Pin::new(io).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) => Poll::Ready(rb.filled().len()),
+                    Poll::Ready(Err(_)) => Poll::Ready(0),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            total += n;
+            if n == 0 || total >= LINGER_BYTES {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}

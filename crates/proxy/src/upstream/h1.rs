@@ -1,0 +1,506 @@
+//! The HTTP/1.1 upstream client: one connection pool per target, and the exchange driven by
+//! the request's own task (no per-connection task, no channels between tasks).
+//!
+//! A call checks out the most recently used idle connection (LIFO: fewer connections stay
+//! warm) after checking it is still open, or connects (DNS cache, connect timeout, TLS).
+//! It writes the head (and the first body bytes, when ready, in the same write), streams
+//! the rest of the body, then reads the response head. The response body reads straight
+//! from the connection; when it ends cleanly the connection goes back to the pool, otherwise
+//! it is closed. A connection whose response framing was doubtful (S13), that had bytes
+//! left over after a response, or whose response said `close` is never reused.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response, StatusCode};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::body::{Body, BoxError};
+use crate::http1::decode::{Decoded, Decoder};
+use crate::http1::head::{self, Framing, ResponseError, ResponseFraming};
+use crate::http1::{poll_read_buf, poll_write_all, Io, Prefixed, Upgraded};
+
+use super::dns::DnsCache;
+
+/// Largest upstream response head, and most header fields in it (X5: beyond, 502).
+pub const MAX_RESPONSE_HEAD: usize = 128 * 1024;
+pub const MAX_RESPONSE_HEADERS: usize = 200;
+/// Most idle connections kept per target; bounded so a burst cannot pin fds forever.
+pub const MAX_IDLE: usize = 256;
+const READ_CHUNK: usize = 16 * 1024;
+const MAX_FRAME: usize = 64 * 1024;
+const WRITE_COALESCE: usize = 16 * 1024;
+
+/// TCP or TLS over TCP.
+pub enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+pub struct ClientConn {
+    stream: Stream,
+    rbuf: BytesMut,
+}
+
+struct Idle {
+    conn: ClientConn,
+    since: Instant,
+}
+
+/// How to reach one target.
+pub struct Endpoint {
+    /// Host name for DNS (no brackets), when the target is not an IP literal.
+    pub host: String,
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// TLS for `https://` targets: the connector and the name sent as SNI and verified.
+    pub tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+pub struct Pool {
+    endpoint: Endpoint,
+    dns: DnsCache,
+    idle: Mutex<Vec<Idle>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Pool {
+    /// A pool for `endpoint`, with a background reaper that closes connections idle past
+    /// `idle_timeout` (it stops when the pool is dropped).
+    pub fn new(endpoint: Endpoint, dns: DnsCache) -> Arc<Pool> {
+        let pool = Arc::new(Pool {
+            endpoint,
+            dns,
+            idle: Mutex::new(Vec::new()),
+        });
+        let weak = Arc::downgrade(&pool);
+        let every = (pool.endpoint.idle_timeout / 2)
+            .clamp(Duration::from_millis(100), Duration::from_secs(10));
+        tokio::spawn(reaper(weak, every));
+        pool
+    }
+
+    pub fn idle_count(&self) -> usize {
+        lock(&self.idle).len()
+    }
+
+    /// A live idle connection, or `None`.
+    fn checkout_idle(&self) -> Option<ClientConn> {
+        loop {
+            let idle = lock(&self.idle).pop()?;
+            if idle.since.elapsed() >= self.endpoint.idle_timeout {
+                // Everything under it is older still.
+                lock(&self.idle).clear();
+                return None;
+            }
+            let mut conn = idle.conn;
+            if still_open(&mut conn.stream) {
+                return Some(conn);
+            }
+        }
+    }
+
+    fn put(&self, conn: ClientConn) {
+        let mut idle = lock(&self.idle);
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self) -> io::Result<ClientConn> {
+        let e = &self.endpoint;
+        let addrs: Vec<SocketAddr> = match e.ip {
+            Some(ip) => vec![SocketAddr::new(ip, e.port)],
+            None => {
+                let ips = tokio::time::timeout(e.connect_timeout, self.dns.resolve(&e.host))
+                    .await
+                    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+                ips.iter().map(|ip| SocketAddr::new(*ip, e.port)).collect()
+            }
+        };
+        let mut last = io::Error::other("no addresses");
+        for addr in addrs {
+            match tokio::time::timeout(e.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => {
+                    let _ = tcp.set_nodelay(true);
+                    let stream = match &e.tls {
+                        None => Stream::Tcp(tcp),
+                        Some((connector, name)) => {
+                            let hs = connector.connect(name.clone(), tcp);
+                            match tokio::time::timeout(e.connect_timeout, hs).await {
+                                Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
+                                Ok(Err(err)) => {
+                                    last = err;
+                                    continue;
+                                }
+                                Err(_) => {
+                                    last = io::ErrorKind::TimedOut.into();
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    return Ok(ClientConn {
+                        stream,
+                        rbuf: BytesMut::new(),
+                    });
+                }
+                Ok(Err(err)) => last = err,
+                Err(_) => last = io::ErrorKind::TimedOut.into(),
+            }
+        }
+        Err(last)
+    }
+}
+
+async fn reaper(pool: Weak<Pool>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        let timeout = pool.endpoint.idle_timeout;
+        lock(&pool.idle).retain(|i| i.since.elapsed() < timeout);
+    }
+}
+
+/// An idle connection is usable if reading would block: no EOF, no reset, no stray bytes.
+fn still_open(stream: &mut Stream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut one = [0u8; 1];
+    let mut rb = ReadBuf::new(&mut one);
+    matches!(Pin::new(stream).poll_read(&mut cx, &mut rb), Poll::Pending)
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be made: nothing was sent.
+    Connect(io::Error),
+    /// The connection failed after (part of) the request may have been sent.
+    Io(io::Error),
+    /// The upstream's response head was invalid or oversized.
+    Response(ResponseError),
+    /// The client's request body failed (too large, malformed, client gone).
+    Body(BoxError),
+}
+
+/// Sends `req` (origin-form: its URI's path and query) to the pool's target and returns the
+/// response once its head has arrived.
+pub async fn send(
+    pool: &Arc<Pool>,
+    req: Request<Body>,
+) -> Result<Response<ResponseBody>, SendError> {
+    let (parts, mut body) = req.into_parts();
+    let mut conn = match pool.checkout_idle() {
+        Some(c) => c,
+        None => pool.connect().await.map_err(SendError::Connect)?,
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let framing = match body.size_hint().exact() {
+        Some(0) if body.is_end_stream() => Framing::None,
+        Some(n) => Framing::Length(n),
+        None => Framing::Chunked,
+    };
+    let mut out = BytesMut::new();
+    head::encode_request(&mut out, &parts.method, path, &parts.headers, framing);
+    if framing != Framing::None {
+        send_body(&mut conn, &mut body, &mut out, framing).await?;
+    } else {
+        write(&mut conn.stream, out.freeze())
+            .await
+            .map_err(SendError::Io)?;
+    }
+    drop(body);
+
+    let head_request = parts.method == http::Method::HEAD;
+    loop {
+        let parsed = head::parse_response(
+            &mut conn.rbuf,
+            MAX_RESPONSE_HEAD,
+            MAX_RESPONSE_HEADERS,
+            head_request,
+        )
+        .map_err(SendError::Response)?;
+        let Some(h) = parsed else {
+            let n = std::future::poll_fn(|cx| {
+                poll_read_buf(&mut conn.stream, cx, &mut conn.rbuf, READ_CHUNK)
+            })
+            .await
+            .map_err(SendError::Io)?;
+            if n == 0 {
+                return Err(SendError::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+            continue;
+        };
+        let status = h.parts.status;
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            // 100 Continue, 102, 103: not the response.
+            continue;
+        }
+        let decoder = match h.framing {
+            ResponseFraming::None => Decoder::Done,
+            ResponseFraming::Length(n) => Decoder::length(n),
+            ResponseFraming::Chunked => Decoder::chunked(),
+            ResponseFraming::Eof => Decoder::Eof,
+        };
+        let reusable = h.reusable && status != StatusCode::SWITCHING_PROTOCOLS;
+        let body = ResponseBody {
+            conn: Some(conn),
+            decoder,
+            pool: Arc::downgrade(pool),
+            reusable,
+        };
+        return Ok(Response::from_parts(h.parts, body));
+    }
+}
+
+/// Writes the head and the body. Small bodies that are ready go in the head's write.
+async fn send_body(
+    conn: &mut ClientConn,
+    body: &mut Body,
+    out: &mut BytesMut,
+    framing: Framing,
+) -> Result<(), SendError> {
+    let chunked = framing == Framing::Chunked;
+    let mut sent: u64 = 0;
+    loop {
+        let ready = std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Ready(f) => Poll::Ready(Some(f)),
+            Poll::Pending => Poll::Ready(None),
+        })
+        .await;
+        let next = match ready {
+            Some(f) => f,
+            None => {
+                if !out.is_empty() {
+                    write(&mut conn.stream, out.split().freeze())
+                        .await
+                        .map_err(SendError::Io)?;
+                }
+                std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+            }
+        };
+        match next {
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                sent += data.len() as u64;
+                if let Framing::Length(n) = framing {
+                    if sent > n {
+                        return Err(SendError::Body("request body longer than declared".into()));
+                    }
+                }
+                if chunked {
+                    head::chunk_header(out, data.len());
+                }
+                if out.len() + data.len() <= WRITE_COALESCE {
+                    out.extend_from_slice(&data);
+                } else {
+                    write(&mut conn.stream, out.split().freeze())
+                        .await
+                        .map_err(SendError::Io)?;
+                    write(&mut conn.stream, data).await.map_err(SendError::Io)?;
+                }
+                if chunked {
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+            Some(Err(e)) => return Err(SendError::Body(e)),
+            None => {
+                if let Framing::Length(n) = framing {
+                    if sent != n {
+                        return Err(SendError::Body("request body shorter than declared".into()));
+                    }
+                }
+                if chunked {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
+                if !out.is_empty() {
+                    write(&mut conn.stream, out.split().freeze())
+                        .await
+                        .map_err(SendError::Io)?;
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn write(stream: &mut Stream, bytes: Bytes) -> io::Result<()> {
+    let mut bytes = bytes;
+    std::future::poll_fn(|cx| poll_write_all(stream, cx, &mut bytes)).await
+}
+
+/// A response body read from the upstream connection. The connection returns to its pool
+/// when the body has ended cleanly (also when dropped after its end).
+pub struct ResponseBody {
+    conn: Option<ClientConn>,
+    decoder: Decoder,
+    pool: Weak<Pool>,
+    reusable: bool,
+}
+
+impl ResponseBody {
+    /// The connection after `101 Switching Protocols`, with what the upstream already sent.
+    pub fn take_upgrade(&mut self) -> Option<Upgraded> {
+        let conn = self.conn.take()?;
+        let rest = conn.rbuf.freeze();
+        let io: Box<dyn Io> = Box::new(conn.stream);
+        Some(Prefixed::new(rest, io))
+    }
+
+    fn release(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // Bytes after the end of the response belong to no request: never reuse.
+            if self.reusable && conn.rbuf.is_empty() {
+                if let Some(pool) = self.pool.upgrade() {
+                    pool.put(conn);
+                }
+            }
+        }
+    }
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.decoder.decode(&mut conn.rbuf, MAX_FRAME) {
+                Ok(Decoded::Data(b)) => {
+                    if this.decoder.is_done() {
+                        this.release();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                }
+                Ok(Decoded::Done) => {
+                    this.release();
+                    return Poll::Ready(None);
+                }
+                Ok(Decoded::NeedMore) => {}
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+            }
+            match poll_read_buf(&mut conn.stream, cx, &mut conn.rbuf, READ_CHUNK) {
+                Poll::Ready(Ok(0)) => {
+                    return match this.decoder.eof() {
+                        Ok(()) => {
+                            this.conn = None;
+                            Poll::Ready(None)
+                        }
+                        Err(e) => {
+                            this.conn = None;
+                            Poll::Ready(Some(Err(Box::new(e))))
+                        }
+                    };
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.decoder.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.decoder.remaining() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if self.decoder.is_done() {
+            self.release();
+        }
+    }
+}
