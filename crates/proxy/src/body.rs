@@ -295,6 +295,17 @@ impl ResponseBody {
         }
     }
 
+    /// A body the gateway made, with nothing to report when it ends (the panic answer).
+    pub fn local(body: Body) -> Self {
+        ResponseBody {
+            inner: ResponseInner::Local(body),
+            idle: None,
+            sleep: None,
+            bytes: 0,
+            done: None,
+        }
+    }
+
     fn finish(&mut self, end: BodyEnd) {
         if let Some(done) = self.done.take() {
             done.complete(self.bytes, end);

@@ -40,7 +40,7 @@ pub async fn handle(
     req: Request<RequestBody>,
     conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
-) -> Response<Body> {
+) -> Response<ResponseBody> {
     let active = shared.active.load_full();
     let mut ctx = Ctx::new(
         req.method(),
@@ -165,7 +165,16 @@ async fn run(
                     });
                 }
             }
-            match auth::authenticate(&areq, requirement, snap, &active.auth, &shared.auth).await {
+            // Boxed: its future (JWKS refetch, introspection, forward auth) is large, and
+            // inline it would make every request's future larger, authenticated or not.
+            let authenticated = Box::pin(auth::authenticate(
+                &areq,
+                requirement,
+                snap,
+                &active.auth,
+                &shared.auth,
+            ));
+            match authenticated.await {
                 Ok(id) => Some(id),
                 Err(failure) => {
                     if let Some((limiter, key)) = failures {
@@ -195,13 +204,14 @@ async fn run(
 
     // rate limit / concurrency
     if let Some(limits) = active.limits.get(route_idx).and_then(Option::as_ref) {
-        ratelimit::check(
+        // Boxed like authentication: the Redis round trip's future is large.
+        Box::pin(ratelimit::check(
             limits,
             active.redis.as_deref(),
             snap.redis.as_ref(),
             ctx,
             &parts.headers,
-        )
+        ))
         .await?;
     }
 
@@ -363,7 +373,7 @@ pub fn reject(
     parts: Option<Box<http::request::Parts>>,
     conn: &Arc<ConnInfo>,
     shared: &Arc<Shared>,
-) -> Response<Body> {
+) -> Response<ResponseBody> {
     let active = shared.active.load_full();
     let (method, uri, headers) = match &parts {
         Some(p) => (p.method.clone(), p.uri.clone(), Some(&p.headers)),
@@ -386,7 +396,6 @@ pub fn reject(
     }
     ctx.close = true;
     shared.metrics.in_flight.inc();
-    conn.state.request_started();
     let resp = local_response(&e, &mut ctx).map(ResponseInner::Local);
     finish(resp, ctx, active, shared.clone(), conn.clone())
 }
@@ -510,7 +519,7 @@ fn finish(
     active: Arc<Active>,
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-) -> Response<Body> {
+) -> Response<ResponseBody> {
     let (mut parts, b) = resp.into_parts();
     parts
         .headers
@@ -538,6 +547,6 @@ fn finish(
         shared,
         conn,
     });
-    let body = ResponseBody::new(b, idle, done);
-    Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body))
+    // Not boxed: the HTTP/1 server and hyper's HTTP/2 both take the concrete type.
+    Response::from_parts(parts, ResponseBody::new(b, idle, done))
 }

@@ -7,11 +7,16 @@
 //! (S4). Whitespace before a colon, obs-fold, bare CR, and malformed request lines are
 //! refused by the parser itself (S5/S6/S7/S9).
 
+use std::mem::MaybeUninit;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
+use gatehouse_core::snapshot::Limits;
 use gatehouse_core::GatewayError;
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// How a request's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +93,23 @@ pub fn head_too_large(buf: &[u8], max_request_line: usize) -> GatewayError {
     }
 }
 
+/// Header slots on the stack for up to this many fields; more (a larger `max_headers`) come
+/// from the heap.
+const STACK_HEADERS: usize = 128;
+
+fn header_slots<'s, 'b>(
+    stack: &'s mut [MaybeUninit<httparse::Header<'b>>; STACK_HEADERS],
+    heap: &'s mut Vec<httparse::Header<'b>>,
+    n: usize,
+) -> &'s mut [MaybeUninit<httparse::Header<'b>>] {
+    if n <= STACK_HEADERS {
+        &mut stack[..n]
+    } else {
+        heap.reserve_exact(n);
+        &mut heap.spare_capacity_mut()[..n]
+    }
+}
+
 /// Offsets of one header line in the head buffer.
 #[derive(Clone, Copy)]
 struct Idx {
@@ -105,18 +127,24 @@ fn range_of(base: *const u8, s: &[u8]) -> (usize, usize) {
 pub fn parse_request(
     buf: &mut BytesMut,
     end: usize,
-    max_headers: usize,
+    limits: &Limits,
 ) -> Result<Option<RequestHead>, HeadError> {
-    let mut storage = Vec::new();
-    storage.resize(max_headers + 1, httparse::EMPTY_HEADER);
-    let mut req = httparse::Request::new(&mut storage);
-    let status = req.parse(&buf[..end]).map_err(|e| {
-        HeadError::new(match e {
-            httparse::Error::TooManyHeaders => GatewayError::HeaderFieldsTooLarge,
-            httparse::Error::Version => GatewayError::BadRequest("unsupported HTTP version"),
-            _ => GatewayError::BadRequest("malformed request head"),
-        })
-    })?;
+    let max_headers = limits.max_headers;
+    // Header slots are left uninitialised (httparse writes what it finds): zeroing 100+
+    // slots per request cost more than parsing the head.
+    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let slots = header_slots(&mut stack, &mut heap, max_headers + 1);
+    let mut req = httparse::Request::new(&mut []);
+    let status = req
+        .parse_with_uninit_headers(&buf[..end], slots)
+        .map_err(|e| {
+            HeadError::new(match e {
+                httparse::Error::TooManyHeaders => GatewayError::HeaderFieldsTooLarge,
+                httparse::Error::Version => GatewayError::BadRequest("unsupported HTTP version"),
+                _ => GatewayError::BadRequest("malformed request head"),
+            })
+        })?;
     let len = match status {
         httparse::Status::Complete(n) => n,
         httparse::Status::Partial => {
@@ -149,12 +177,27 @@ pub fn parse_request(
         .collect();
     let head = buf.split_to(len).freeze();
 
+    // The header limits (`normalize::check_head` applies them to HTTP/2 requests): one field
+    // line may be no longer than the request-line limit (nginx's large_client_header_buffers:
+    // one buffer size bounds both), and the block as a whole is bounded.
+    let mut header_bytes = 0usize;
+    for i in &idx {
+        let line = (i.name.1 - i.name.0) + (i.value.1 - i.value.0) + 4;
+        if line > limits.max_request_line {
+            return Err(HeadError::new(GatewayError::HeaderFieldsTooLarge));
+        }
+        header_bytes += line;
+    }
+    if header_bytes > limits.max_header_bytes {
+        return Err(HeadError::new(GatewayError::HeaderFieldsTooLarge));
+    }
     let bad = |why: &'static str| HeadError::new(GatewayError::BadRequest(why));
     let method =
         Method::from_bytes(&head[method_r.0..method_r.1]).map_err(|_| bad("invalid method"))?;
     let uri = Uri::from_maybe_shared(head.slice(path_r.0..path_r.1))
         .map_err(|_| bad("invalid request target"))?;
-    let mut headers = HeaderMap::with_capacity(idx.len());
+    // Room for what the pipeline adds (x-forwarded-*, x-request-id, traceparent...).
+    let mut headers = HeaderMap::with_capacity(idx.len() + 8);
     let mut framing = Framing::None;
     let mut te_seen = false;
     let mut cl_seen = false;
@@ -186,14 +229,26 @@ pub fn parse_request(
             }
             cl_seen = true;
         } else if name == header::CONNECTION {
+            let mut nominates = false;
             for token in value.as_bytes().split(|b| *b == b',') {
                 let t = token.trim_ascii();
                 if t.eq_ignore_ascii_case(b"close") {
                     keep_alive = false;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                    keep_alive = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    if version == Version::HTTP_10 {
+                        keep_alive = true;
+                    }
+                } else {
+                    nominates = true;
                 }
             }
+            // `close` / `keep-alive` only: understood here, and hop-by-hop, so the pipeline
+            // would only remove it again. A field naming other headers stays for it (X1).
+            if !nominates {
+                continue;
+            }
+        } else if name == KEEP_ALIVE {
+            continue;
         } else if name == header::EXPECT {
             if version == Version::HTTP_11
                 && value
@@ -297,10 +352,16 @@ pub fn parse_response(
     if end > max_head {
         return Err(ResponseError::TooLarge);
     }
-    let mut storage = Vec::new();
-    storage.resize(max_headers + 1, httparse::EMPTY_HEADER);
-    let mut resp = httparse::Response::new(&mut storage);
-    let len = match resp.parse(&buf[..end]) {
+    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let slots = header_slots(&mut stack, &mut heap, max_headers + 1);
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        &buf[..end],
+        slots,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Err(ResponseError::Malformed),
         Err(httparse::Error::TooManyHeaders) => return Err(ResponseError::TooLarge),
@@ -324,7 +385,7 @@ pub fn parse_response(
     let head = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| ResponseError::Malformed)?;
 
-    let mut headers = HeaderMap::with_capacity(idx.len());
+    let mut headers = HeaderMap::with_capacity(idx.len() + 4);
     let mut length: Option<u64> = None;
     let mut cl_seen = false;
     let mut te: Option<bool> = None;
@@ -348,14 +409,24 @@ pub fn parse_response(
                 .eq_ignore_ascii_case(b"chunked");
             te = Some(te.is_none() && chunked);
         } else if name == header::CONNECTION {
+            let mut nominates = false;
             for token in value.as_bytes().split(|b| *b == b',') {
                 let t = token.trim_ascii();
                 if t.eq_ignore_ascii_case(b"close") {
                     reusable = false;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                    reusable = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    if version == Version::HTTP_10 {
+                        reusable = true;
+                    }
+                } else {
+                    nominates = true;
                 }
             }
+            if !nominates {
+                continue;
+            }
+        } else if name == KEEP_ALIVE {
+            continue;
         }
         headers.append(name, value);
     }
@@ -566,7 +637,7 @@ mod tests {
     fn req(raw: &[u8]) -> Result<RequestHead, GatewayError> {
         let mut buf = BytesMut::from(raw);
         let end = find_head_end(&buf, 0).expect("complete head");
-        match parse_request(&mut buf, end, 100) {
+        match parse_request(&mut buf, end, &Limits::default()) {
             Ok(Some(h)) => Ok(h),
             Ok(None) => panic!("empty"),
             Err(e) => Err(e.error),
@@ -634,6 +705,15 @@ mod tests {
         assert!(!r.parts.headers.contains_key(header::EXPECT));
         let r = req(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n").expect("ok");
         assert!(r.upgrade);
+        // `close` / `keep-alive` are consumed here; a Connection naming headers stays (X1).
+        let r =
+            req(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\n\r\n")
+                .expect("ok");
+        assert!(r.keep_alive);
+        assert!(!r.parts.headers.contains_key(header::CONNECTION));
+        assert!(!r.parts.headers.contains_key("keep-alive"));
+        let r = req(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, x-a\r\n\r\n").expect("ok");
+        assert_eq!(r.parts.headers[header::CONNECTION], "close, x-a");
     }
 
     #[test]
@@ -641,7 +721,7 @@ mod tests {
         let mut buf =
             BytesMut::from(&b"GET /p?q HTTP/1.1\r\nHost: example\r\nX-A: 1\r\n\r\nNEXT"[..]);
         let end = find_head_end(&buf, 0).expect("end");
-        let h = parse_request(&mut buf, end, 100)
+        let h = parse_request(&mut buf, end, &Limits::default())
             .ok()
             .flatten()
             .expect("head");

@@ -28,6 +28,9 @@ pub fn add_forwarded(
     peer: IpAddr,
 ) {
     let peer_s = IpText::new(peer);
+    // One value for the peer, shared (a reference count, not a copy) by x-forwarded-for
+    // and x-real-ip when they are the same address.
+    let peer_v = peer_s.header_value();
     // X-Forwarded-For: a trusted proxy's chain is extended; an untrusted client's claim is
     // replaced by what we saw on the socket.
     let xff = if ctx.peer_trusted {
@@ -37,12 +40,12 @@ pub fn add_forwarded(
             .filter_map(|v| v.to_str().ok())
             .collect();
         if prior.is_empty() {
-            peer_s.header_value()
+            peer_v.clone()
         } else {
             HeaderValue::from_str(&format!("{}, {}", prior.join(", "), peer_s.as_str())).ok()
         }
     } else {
-        peer_s.header_value()
+        peer_v.clone()
     };
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
@@ -57,7 +60,7 @@ pub fn add_forwarded(
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     }
     let real_ip = if ctx.client_ip == peer {
-        peer_s.header_value()
+        peer_v
     } else {
         IpText::new(ctx.client_ip).header_value()
     };

@@ -70,12 +70,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool, keep_up
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
+    // Tokens that name hop-by-hop headers anyway (`keep-alive`, `upgrade`...) or none at all
+    // (`close`) need no lookup: the usual `Connection: keep-alive` allocates nothing.
     let nominated: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|s| s.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| {
+            !t.eq_ignore_ascii_case("close")
+                && !t.eq_ignore_ascii_case("keep-alive")
+                && !t.eq_ignore_ascii_case("upgrade")
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     let upgrade = if keep_upgrade {
         headers.get(header::UPGRADE).cloned()

@@ -36,6 +36,9 @@ impl ConnInfo {
 }
 
 pub struct ConnState {
+    /// Only HTTP/2 connections are supervised through this state (hyper runs them); the
+    /// HTTP/1 server keeps its own timers, and skips the bookkeeping (a clock read per I/O).
+    tracked: std::sync::atomic::AtomicBool,
     epoch: Instant,
     in_flight: AtomicUsize,
     /// Milliseconds since `epoch` of the last byte read or written.
@@ -48,6 +51,7 @@ pub struct ConnState {
 impl ConnState {
     pub fn new() -> ConnState {
         ConnState {
+            tracked: std::sync::atomic::AtomicBool::new(false),
             epoch: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last_activity: AtomicU64::new(0),
@@ -55,15 +59,34 @@ impl ConnState {
         }
     }
 
+    /// From now on, reads, writes and requests are tracked (the connection speaks HTTP/2).
+    pub fn track(&self) {
+        self.tracked.store(true, Ordering::Relaxed);
+        self.touch_now();
+    }
+
+    fn tracked(&self) -> bool {
+        self.tracked.load(Ordering::Relaxed)
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 
     fn touch(&self) {
+        if self.tracked() {
+            self.touch_now();
+        }
+    }
+
+    fn touch_now(&self) {
         self.last_activity.store(self.now_ms(), Ordering::Relaxed);
     }
 
     fn on_read(&self) {
+        if !self.tracked() {
+            return;
+        }
         let now = self.now_ms();
         self.last_activity.store(now, Ordering::Relaxed);
         if self.in_flight.load(Ordering::Relaxed) == 0 {
@@ -77,12 +100,18 @@ impl ConnState {
     }
 
     pub fn request_started(&self) {
+        if !self.tracked() {
+            return;
+        }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(0, Ordering::Relaxed);
         self.touch();
     }
 
     pub fn request_finished(&self) {
+        if !self.tracked() {
+            return;
+        }
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.touch();
     }
@@ -206,6 +235,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn idle_and_header_timeouts_are_separate() {
         let s = ConnState::new();
+        s.track();
         let ht = Duration::from_secs(10);
         let it = Duration::from_secs(60);
         assert!(matches!(s.check(ht, it), ConnCheck::WaitUntil(_)));
@@ -218,6 +248,7 @@ mod tests {
         // A partial head starts the header timer, and the supervisor looks again soon
         // enough to cut it within a second of the header timeout.
         let s = ConnState::new();
+        s.track();
         match s.check(ht, it) {
             ConnCheck::WaitUntil(t) => assert!(t <= Instant::now() + Duration::from_secs(1)),
             other => panic!("{other:?}"),
@@ -228,6 +259,7 @@ mod tests {
 
         // Once dispatched, neither applies until the request finishes.
         let s = ConnState::new();
+        s.track();
         s.on_read();
         s.request_started();
         tokio::time::advance(Duration::from_secs(100)).await;

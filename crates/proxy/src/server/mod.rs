@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::body::{Body, RequestBody};
+use crate::body::{RequestBody, ResponseBody};
 use crate::gateway::Shared;
 use crate::pipeline;
 use conn::{ConnCheck, ConnInfo, ConnState, TrackedIo};
@@ -207,6 +207,7 @@ async fn serve_h2<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    info.state.track();
     let svc_shared = shared.clone();
     let svc_info = info.clone();
     let service = service_fn(move |req: hyper::Request<Incoming>| {
@@ -282,10 +283,10 @@ async fn serve_h2<I>(
     }
 }
 
-pub(crate) fn panic_response() -> hyper::Response<Body> {
+pub(crate) fn panic_response() -> hyper::Response<ResponseBody> {
     // The pipeline's context (and its request id) died with the panic; every response still
     // carries an id the client can quote (SPEC.md).
     let id = crate::context::new_request_id();
     let resp = GatewayError::Internal.to_response(id.to_str().unwrap_or("-"), false);
-    resp.map(crate::body::full)
+    resp.map(|b| ResponseBody::local(crate::body::full(b)))
 }
