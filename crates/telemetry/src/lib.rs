@@ -2,9 +2,11 @@
 //! gateway: no process-wide registries, so one test process can run many gateways.
 
 pub mod access_log;
+pub mod iptext;
 pub mod metrics;
 
 pub use access_log::{AccessLog, AccessRecord};
+pub use iptext::IpText;
 pub use metrics::Metrics;
 
 /// Operational logs: `tracing` to stderr, filtered by `RUST_LOG` (default `info`).

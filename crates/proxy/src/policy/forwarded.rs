@@ -3,10 +3,11 @@
 //! nominated in `Connection` can never survive (X1), and client values are believed only
 //! from `trusted_proxies` (X3).
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use gatehouse_telemetry::IpText;
 
 use crate::context::{hex_into, Ctx};
 
@@ -30,7 +31,7 @@ pub fn add_forwarded(
     let peer_s = IpText::new(peer);
     // One value for the peer, shared (a reference count, not a copy) by x-forwarded-for
     // and x-real-ip when they are the same address.
-    let peer_v = peer_s.header_value();
+    let peer_v = header_value(&peer_s);
     // X-Forwarded-For: a trusted proxy's chain is extended; an untrusted client's claim is
     // replaced by what we saw on the socket.
     let xff = if ctx.peer_trusted {
@@ -62,7 +63,7 @@ pub fn add_forwarded(
     let real_ip = if ctx.client_ip == peer {
         peer_v
     } else {
-        IpText::new(ctx.client_ip).header_value()
+        header_value(&IpText::new(ctx.client_ip))
     };
     if let Some(v) = real_ip {
         headers.insert(X_REAL_IP.clone(), v);
@@ -72,66 +73,8 @@ pub fn add_forwarded(
     headers.insert(TRACEPARENT.clone(), tp);
 }
 
-/// An IP address as text on the stack: `IpAddr::to_string` allocates and goes through the
-/// generic formatter, twice per request here.
-struct IpText {
-    buf: [u8; 48],
-    len: usize,
-}
-
-impl IpText {
-    fn new(ip: IpAddr) -> IpText {
-        let mut t = IpText {
-            buf: [0; 48],
-            len: 0,
-        };
-        match ip {
-            IpAddr::V4(v4) => {
-                for (i, o) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        t.push(b'.');
-                    }
-                    if o >= 100 {
-                        t.push(b'0' + o / 100);
-                    }
-                    if o >= 10 {
-                        t.push(b'0' + (o / 10) % 10);
-                    }
-                    t.push(b'0' + o % 10);
-                }
-            }
-            // An IPv6 address is at most 45 characters: it always fits.
-            IpAddr::V6(v6) => {
-                let _ = write!(t, "{v6}");
-            }
-        }
-        t
-    }
-
-    fn push(&mut self, b: u8) {
-        self.buf[self.len] = b;
-        self.len += 1;
-    }
-
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-
-    fn header_value(&self) -> Option<HeaderValue> {
-        HeaderValue::from_bytes(&self.buf[..self.len]).ok()
-    }
-}
-
-impl std::fmt::Write for IpText {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        if end > self.buf.len() {
-            return Err(std::fmt::Error);
-        }
-        self.buf[self.len..end].copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
+fn header_value(ip: &IpText) -> Option<HeaderValue> {
+    HeaderValue::from_bytes(ip.as_str().as_bytes()).ok()
 }
 
 /// Continues the caller's trace when it sent a valid `traceparent` (version 00), with a new
@@ -195,23 +138,6 @@ mod tests {
         assert!(s.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert_ne!(&s[36..52], "00f067aa0ba902b7");
         assert!(s.ends_with("-01"));
-    }
-
-    #[test]
-    fn ip_text_matches_display() {
-        for ip in [
-            "0.0.0.0",
-            "127.0.0.1",
-            "10.20.255.9",
-            "192.168.100.1",
-            "::1",
-            "::ffff:1.2.3.4",
-            "2001:db8::8a2e:370:7334",
-            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
-        ] {
-            let ip: IpAddr = ip.parse().expect("ip");
-            assert_eq!(IpText::new(ip).as_str(), ip.to_string());
-        }
     }
 
     #[test]

@@ -777,17 +777,14 @@ async fn write_response<I: Io>(
         None
     };
     let mut out = BytesMut::with_capacity(512);
-    head::date_now(|date| {
-        head::encode_response(
-            &mut out,
-            status,
-            &parts.headers,
-            framing,
-            declared_for_head,
-            connection,
-            date,
-        )
-    });
+    head::encode_response(
+        &mut out,
+        status,
+        &parts.headers,
+        framing,
+        declared_for_head,
+        connection,
+    );
     if framing == BodyFraming::None {
         drop(body);
         write_timed(conn, out.freeze(), idle).await?;
