@@ -473,11 +473,18 @@ def section_idle(upstream, results):
         if not line or line[0] != "READY":
             raise RuntimeError(f"idle holder failed: {line}")
         opened, failed = int(line[1]), int(line[2])
-        time.sleep(2)
+        # Sampled each second while the connections stay idle; the last sample is the steady
+        # state (Gatehouse parks idle connections after 1 s, and the allocator returns freed
+        # pages to the OS after its purge delay).
+        samples = []
+        for _ in range(ARGS.idle_settle):
+            time.sleep(1)
+            samples.append(mem_kib(s.proc.pid)["VmRSS"])
         after = mem_kib(s.proc.pid)
         per = (after["VmRSS"] - before) / max(opened, 1)
-        log(f"idle {kind:10} {opened} open ({failed} failed): RSS {before} -> {after['VmRSS']} KiB, {per:.2f} KiB/conn")
-        out[kind] = {"opened": opened, "failed": failed, "rss_before_kib": before,
+        log(f"idle {kind:10} {opened} open ({failed} failed): RSS {before} -> {after['VmRSS']} KiB, {per:.2f} KiB/conn "
+            f"(samples {samples})")
+        out[kind] = {"opened": opened, "failed": failed, "rss_before_kib": before, "rss_samples_kib": samples,
                      "rss_after_kib": after["VmRSS"], "kib_per_conn": per}
         holder.stdin.close()
         stop(holder)
@@ -581,7 +588,7 @@ def summary(results):
             L.append(f"| {int(n):,} | {fmt_int(r['rps_median'])} | {r['vs_first'] * 100:.1f}% | {mib(r['rss_kib'])} |")
         L.append("")
     if "idle" in results:
-        L.append("## Idle keep-alive connections (each served one request, then idle)\n")
+        L.append(f"## Idle keep-alive connections (each served one request, then idle {ARGS.idle_settle} s)\n")
         L.append("| server | connections | RSS before MiB | RSS after MiB | KiB per connection | vs nginx |")
         L.append("|---|---:|---:|---:|---:|---:|")
         ng = results["idle"].get("nginx", {}).get("kib_per_conn")
@@ -631,6 +638,7 @@ def main():
     ap.add_argument("--instr-requests", type=int)
     ap.add_argument("--instr-warmup", type=int)
     ap.add_argument("--idle-conns", type=int, default=10000)
+    ap.add_argument("--idle-settle", type=int, default=5, help="seconds idle before RSS is read")
     ap.add_argument("--reload-routes", type=int, default=10000)
     ap.add_argument("--reload-reps", type=int, default=3)
     ap.add_argument("--route-counts", default="1,100,10000")

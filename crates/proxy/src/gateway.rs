@@ -15,6 +15,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::ratelimit::redis::RedisStore;
 use crate::ratelimit::{RateLimiters, RouteLimits};
+use crate::server::conn::Stopper;
 use crate::server::{self, ListenerHandle};
 use crate::upstream::dns::{self, DnsCache, Lookup};
 use crate::upstream::health::{CheckSpec, HealthChecks};
@@ -100,7 +101,11 @@ pub struct Shared {
     pub(crate) conn_limit: Arc<Semaphore>,
     conn_limit_size: AtomicUsize,
     /// Flipped to true when every connection and tunnel must close now (hard deadline).
+    /// Tunnels watch this channel; HTTP connections watch their listener's [`Stopper`],
+    /// which [`Shared::stop_hard`] pokes after setting `hard_stopped`.
     pub(crate) hard_stop: watch::Sender<bool>,
+    hard_stopped: Arc<std::sync::atomic::AtomicBool>,
+    stoppers: Mutex<Vec<std::sync::Weak<Stopper>>>,
     pub(crate) open_connections: AtomicUsize,
 }
 
@@ -200,6 +205,27 @@ impl Shared {
         self.metrics.encode()
     }
 
+    /// A stop signal for a new listener, reached by the hard stop too.
+    pub(crate) fn new_stopper(&self) -> Arc<Stopper> {
+        let s = Arc::new(Stopper::new(self.hard_stopped.clone()));
+        let mut all = lock(&self.stoppers);
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&s));
+        s
+    }
+
+    /// Every connection and tunnel closes now.
+    pub(crate) fn stop_hard(&self) {
+        self.hard_stopped.store(true, Ordering::Release);
+        let _ = self.hard_stop.send(true);
+        for s in lock(&self.stoppers)
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+        {
+            s.poke();
+        }
+    }
+
     fn resize_conn_limit(&self, size: usize) {
         let old = self.conn_limit_size.swap(size, Ordering::Relaxed);
         if size > old {
@@ -266,6 +292,8 @@ impl Gateway {
             conn_limit: Arc::new(Semaphore::new(max_conns)),
             conn_limit_size: AtomicUsize::new(max_conns),
             hard_stop,
+            hard_stopped: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            stoppers: Mutex::new(Vec::new()),
             open_connections: AtomicUsize::new(0),
         });
         shared.install(shared.resolve(snapshot.clone()));
@@ -379,7 +407,7 @@ impl Gateway {
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let _ = self.shared.hard_stop.send(true);
+        self.shared.stop_hard();
         // Give force-closed tasks a moment to unwind.
         let settle = tokio::time::Instant::now() + Duration::from_millis(500);
         while self.shared.open_connections.load(Ordering::Relaxed) > 0

@@ -509,7 +509,9 @@ impl OnComplete for Completion {
                 error: ctx.error,
             });
         }
-        conn.state.request_finished();
+        if let Some(s) = conn.h2_state() {
+            s.request_finished();
+        }
     }
 }
 

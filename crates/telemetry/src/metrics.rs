@@ -60,6 +60,8 @@ pub struct Metrics {
     pub upstream_errors: Family<UpstreamLabels, Counter>,
     pub in_flight: Gauge,
     pub connections: Gauge,
+    /// Idle HTTP/1 connections waiting in a listener's park (included in `connections`).
+    pub parked_connections: Gauge,
     pub reloads: Family<ResultLabels, Counter>,
     pub ratelimit_decisions: Family<DecisionLabels, Counter>,
     pub redis_duration: Histogram,
@@ -128,6 +130,12 @@ impl Metrics {
             "connections",
             "Open client connections",
             connections.clone(),
+        );
+        let parked_connections = Gauge::default();
+        registry.register(
+            "connections_parked",
+            "Idle HTTP/1 connections held without a task of their own (part of connections)",
+            parked_connections.clone(),
         );
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -206,6 +214,7 @@ impl Metrics {
             upstream_errors,
             in_flight,
             connections,
+            parked_connections,
             reloads,
             target_healthy,
             ejections,

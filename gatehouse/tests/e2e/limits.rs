@@ -291,3 +291,92 @@ async fn l8_active_connection_not_idle() {
     assert_eq!(rig.up.requests().len(), 6);
     assert_eq!(rig.up.connections(), 1);
 }
+
+fn parked_gauge(gw: &TestGateway) -> Option<i64> {
+    gw.metrics_text()
+        .lines()
+        .find(|l| l.starts_with("gatehouse_connections_parked "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// An idle keep-alive connection is parked (no task of its own) after a second without a
+/// request: its next request is served as before, it still closes at the idle timeout,
+/// counted from its last request, and the gauge shows it while it waits.
+#[tokio::test]
+async fn idle_connection_is_parked_then_served_and_still_times_out() {
+    let rig = Rig::with(
+        RawScript::ok("ok"),
+        limited("  idle_timeout: 3s\n  header_timeout: 5s\n"),
+    )
+    .await;
+    let mut c = rig.connect().await;
+    assert!(get_ok(&mut c).await);
+    assert!(
+        wait_for(T, || parked_gauge(&rig.gw) == Some(1)).await,
+        "never parked: {:?}",
+        parked_gauge(&rig.gw)
+    );
+    // Pipelined requests on a parked connection: all answered, in order.
+    c.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    for _ in 0..2 {
+        assert_eq!(c.read_response(T).await.expect("response").status, 200);
+    }
+    let last = Instant::now();
+    assert_eq!(rig.up.requests().len(), 3);
+    assert_eq!(
+        rig.up.connections(),
+        1,
+        "the client connection was not kept"
+    );
+    // Parked again, and closed at the idle timeout after the last request.
+    assert!(wait_for(T, || parked_gauge(&rig.gw) == Some(1)).await);
+    assert!(c.is_closed(T).await, "parked connection never timed out");
+    let idle = last.elapsed();
+    assert!(
+        idle >= Duration::from_millis(2900) && idle < Duration::from_secs(6),
+        "closed after {idle:?} for a 3 s idle timeout"
+    );
+    assert!(wait_for(T, || parked_gauge(&rig.gw) == Some(0)).await);
+}
+
+/// Graceful shutdown closes parked connections at once (they have nothing in flight), and
+/// a listener removed by a reload closes its parked connections too.
+#[tokio::test]
+async fn parked_connections_close_on_shutdown_and_listener_removal() {
+    let rig = Rig::start().await;
+    let mut c = rig.connect().await;
+    assert!(get_ok(&mut c).await);
+    assert!(wait_for(T, || parked_gauge(&rig.gw) == Some(1)).await);
+    let started = Instant::now();
+    rig.gw.shutdown().await;
+    assert!(c.is_closed(T).await, "parked connection survived shutdown");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown waited {:?} for an idle connection",
+        started.elapsed()
+    );
+
+    let up = RawUpstream::start(RawScript::ok("ok")).await.expect("up");
+    let two = |extra: &str| {
+        format!(
+            "listeners:\n  - name: public\n    addr: 127.0.0.1:0\n{extra}upstreams:\n  app:\n    targets:\n      - url: {}\nroutes:\n  - name: all\n    match: {{ path: /* }}\n    upstream: app\n",
+            up.url()
+        )
+    };
+    let gw = TestGateway::start(&two("  - name: extra\n    addr: 127.0.0.1:0\n"))
+        .await
+        .expect("gateway");
+    let mut c = RawConn::connect(gw.listener("extra"))
+        .await
+        .expect("connect");
+    assert!(get_ok(&mut c).await);
+    assert!(wait_for(T, || parked_gauge(&gw) == Some(1)).await);
+    gw.reload_with(&two("")).await.expect("reload");
+    assert!(
+        c.is_closed(T).await,
+        "parked connection of a removed listener survived"
+    );
+}

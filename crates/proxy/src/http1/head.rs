@@ -13,7 +13,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
-use gatehouse_core::snapshot::Limits;
 use gatehouse_core::GatewayError;
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -124,10 +123,29 @@ fn range_of(base: *const u8, s: &[u8]) -> (usize, usize) {
 
 /// Parses the complete head in `buf[..end]` (from [`find_head_end`]) and removes it from
 /// `buf`. `Ok(None)`: the bytes held only empty lines, which are skipped (RFC 9112 §2.2).
+/// The limits a request head is held to (`limits:` in the config).
+#[derive(Clone, Copy, Debug)]
+pub struct HeadLimits {
+    pub max_request_line: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        let l = gatehouse_core::snapshot::Limits::default();
+        HeadLimits {
+            max_request_line: l.max_request_line,
+            max_header_bytes: l.max_header_bytes,
+            max_headers: l.max_headers,
+        }
+    }
+}
+
 pub fn parse_request(
     buf: &mut BytesMut,
     end: usize,
-    limits: &Limits,
+    limits: &HeadLimits,
 ) -> Result<Option<RequestHead>, HeadError> {
     let max_headers = limits.max_headers;
     // Header slots are left uninitialised (httparse writes what it finds): zeroing 100+
@@ -639,7 +657,7 @@ mod tests {
     fn req(raw: &[u8]) -> Result<RequestHead, GatewayError> {
         let mut buf = BytesMut::from(raw);
         let end = find_head_end(&buf, 0).expect("complete head");
-        match parse_request(&mut buf, end, &Limits::default()) {
+        match parse_request(&mut buf, end, &HeadLimits::default()) {
             Ok(Some(h)) => Ok(h),
             Ok(None) => panic!("empty"),
             Err(e) => Err(e.error),
@@ -723,7 +741,7 @@ mod tests {
         let mut buf =
             BytesMut::from(&b"GET /p?q HTTP/1.1\r\nHost: example\r\nX-A: 1\r\n\r\nNEXT"[..]);
         let end = find_head_end(&buf, 0).expect("end");
-        let h = parse_request(&mut buf, end, &Limits::default())
+        let h = parse_request(&mut buf, end, &HeadLimits::default())
             .ok()
             .flatten()
             .expect("head");

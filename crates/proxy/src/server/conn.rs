@@ -17,16 +17,36 @@ use tokio::time::Instant;
 /// What the pipeline knows about the connection a request came on.
 pub struct ConnInfo {
     pub peer: SocketAddr,
-    pub local: SocketAddr,
     pub tls: bool,
-    pub listener: Arc<str>,
-    pub state: Arc<ConnState>,
+    /// Activity tracking, for HTTP/2 connections only (hyper runs them and the supervisor
+    /// in `serve_h2` needs it; the HTTP/1 server keeps its own timers). Boxed on first use,
+    /// so an HTTP/1 connection does not carry it.
+    h2: std::sync::OnceLock<Box<ConnState>>,
     /// This connection's slot under `limits.max_connections`. A WebSocket tunnel takes it
     /// over when the HTTP connection turns into a tunnel, so tunnels stay under the cap.
     pub permit: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool, permit: tokio::sync::OwnedSemaphorePermit) -> ConnInfo {
+        ConnInfo {
+            peer,
+            tls,
+            h2: std::sync::OnceLock::new(),
+            permit: std::sync::Mutex::new(Some(permit)),
+        }
+    }
+
+    /// The connection speaks HTTP/2 from now on: its activity is tracked.
+    pub fn track_h2(&self) -> &ConnState {
+        self.h2.get_or_init(|| Box::new(ConnState::new()))
+    }
+
+    /// The activity state, when the connection speaks HTTP/2.
+    pub fn h2_state(&self) -> Option<&ConnState> {
+        self.h2.get().map(|b| &**b)
+    }
+
     pub fn take_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         match self.permit.lock() {
             Ok(mut p) => p.take(),
@@ -35,10 +55,77 @@ impl ConnInfo {
     }
 }
 
+/// How a listener tells its connections to stop (graceful: with a grace period for the
+/// requests in flight), and how the gateway's hard stop reaches them: one `Notify` per
+/// listener, so a connection waits on a single waiter for both.
+pub struct Stopper {
+    notify: tokio::sync::Notify,
+    /// The grace period in milliseconds + 1 once the listener stops (0: running).
+    grace_ms: AtomicU64,
+    /// The gateway's hard stop (shared by every listener).
+    hard: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Stopper {
+    pub fn new(hard: Arc<std::sync::atomic::AtomicBool>) -> Stopper {
+        Stopper {
+            notify: tokio::sync::Notify::new(),
+            grace_ms: AtomicU64::new(0),
+            hard,
+        }
+    }
+
+    /// Stop accepting; connections finish their requests within `grace`, idle ones close.
+    pub fn stop(&self, grace: Duration) {
+        let ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX - 1);
+        self.grace_ms.store(ms + 1, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Wakes every connection to look at the hard-stop flag (already set).
+    pub fn poke(&self) {
+        self.notify.notify_waiters();
+    }
+
+    /// `Some(grace)` once the listener is stopping.
+    pub fn grace(&self) -> Option<Duration> {
+        match self.grace_ms.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms - 1)),
+        }
+    }
+
+    pub fn hard_stopped(&self) -> bool {
+        self.hard.load(Ordering::Acquire)
+    }
+
+    /// A waiter for the next stop or poke. Call `enable()` on it, then look at the flags,
+    /// so a signal sent in between is not missed.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+}
+
+/// Counts a connection as open (the `gatehouse_connections` gauge, and what graceful
+/// shutdown waits for) for as long as it lives, including while it is parked.
+pub struct ConnGuard(Arc<crate::gateway::Shared>);
+
+impl ConnGuard {
+    pub fn new(shared: &Arc<crate::gateway::Shared>) -> ConnGuard {
+        shared.open_connections.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.connections.inc();
+        ConnGuard(shared.clone())
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.metrics.connections.dec();
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 pub struct ConnState {
-    /// Only HTTP/2 connections are supervised through this state (hyper runs them); the
-    /// HTTP/1 server keeps its own timers, and skips the bookkeeping (a clock read per I/O).
-    tracked: std::sync::atomic::AtomicBool,
     epoch: Instant,
     in_flight: AtomicUsize,
     /// Milliseconds since `epoch` of the last byte read or written.
@@ -51,7 +138,6 @@ pub struct ConnState {
 impl ConnState {
     pub fn new() -> ConnState {
         ConnState {
-            tracked: std::sync::atomic::AtomicBool::new(false),
             epoch: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last_activity: AtomicU64::new(0),
@@ -59,34 +145,15 @@ impl ConnState {
         }
     }
 
-    /// From now on, reads, writes and requests are tracked (the connection speaks HTTP/2).
-    pub fn track(&self) {
-        self.tracked.store(true, Ordering::Relaxed);
-        self.touch_now();
-    }
-
-    fn tracked(&self) -> bool {
-        self.tracked.load(Ordering::Relaxed)
-    }
-
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 
     fn touch(&self) {
-        if self.tracked() {
-            self.touch_now();
-        }
-    }
-
-    fn touch_now(&self) {
         self.last_activity.store(self.now_ms(), Ordering::Relaxed);
     }
 
     fn on_read(&self) {
-        if !self.tracked() {
-            return;
-        }
         let now = self.now_ms();
         self.last_activity.store(now, Ordering::Relaxed);
         if self.in_flight.load(Ordering::Relaxed) == 0 {
@@ -100,18 +167,12 @@ impl ConnState {
     }
 
     pub fn request_started(&self) {
-        if !self.tracked() {
-            return;
-        }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(0, Ordering::Relaxed);
         self.touch();
     }
 
     pub fn request_finished(&self) {
-        if !self.tracked() {
-            return;
-        }
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.touch();
     }
@@ -163,15 +224,15 @@ pub enum ConnCheck {
     Idle,
 }
 
-/// An I/O wrapper that reports activity to [`ConnState`].
+/// An I/O wrapper that reports activity to the connection's [`ConnState`].
 pub struct TrackedIo<T> {
     inner: T,
-    state: Arc<ConnState>,
+    info: Arc<ConnInfo>,
 }
 
 impl<T> TrackedIo<T> {
-    pub fn new(inner: T, state: Arc<ConnState>) -> Self {
-        TrackedIo { inner, state }
+    pub fn new(inner: T, info: Arc<ConnInfo>) -> Self {
+        TrackedIo { inner, info }
     }
 }
 
@@ -184,7 +245,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.state.on_read();
+            if let Some(s) = self.info.h2_state() {
+                s.on_read();
+            }
         }
         res
     }
@@ -198,7 +261,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
     ) -> Poll<io::Result<usize>> {
         let res = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            self.state.touch();
+            if let Some(s) = self.info.h2_state() {
+                s.touch();
+            }
         }
         res
     }
@@ -210,7 +275,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
     ) -> Poll<io::Result<usize>> {
         let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            self.state.touch();
+            if let Some(s) = self.info.h2_state() {
+                s.touch();
+            }
         }
         res
     }
@@ -235,7 +302,6 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn idle_and_header_timeouts_are_separate() {
         let s = ConnState::new();
-        s.track();
         let ht = Duration::from_secs(10);
         let it = Duration::from_secs(60);
         assert!(matches!(s.check(ht, it), ConnCheck::WaitUntil(_)));
@@ -248,7 +314,6 @@ mod tests {
         // A partial head starts the header timer, and the supervisor looks again soon
         // enough to cut it within a second of the header timeout.
         let s = ConnState::new();
-        s.track();
         match s.check(ht, it) {
             ConnCheck::WaitUntil(t) => assert!(t <= Instant::now() + Duration::from_secs(1)),
             other => panic!("{other:?}"),
@@ -259,7 +324,6 @@ mod tests {
 
         // Once dispatched, neither applies until the request finishes.
         let s = ConnState::new();
-        s.track();
         s.on_read();
         s.request_started();
         tokio::time::advance(Duration::from_secs(100)).await;

@@ -31,10 +31,9 @@ use http::header;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::ReadBuf;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use gatehouse_core::snapshot::Limits;
 use gatehouse_core::GatewayError;
 
 use crate::body::{BoxError, ClientBodyError, RequestBody, ResponseBody};
@@ -43,10 +42,15 @@ use crate::http1::decode::{Decoded, Decoder};
 use crate::http1::head::{self, BodyFraming, Framing, HeadError, RequestHead};
 use crate::http1::{poll_read_buf, poll_write_all, Io, Prefixed, Upgraded};
 use crate::pipeline;
-use crate::server::conn::ConnInfo;
+use crate::server::conn::{ConnGuard, ConnInfo, Stopper};
+use crate::server::park::{Park, Parked};
+use crate::server::ConnLimits;
 
 /// Stack buffer for the first read of a request on an idle connection.
 const IDLE_READ: usize = 4096;
+/// A plaintext connection idle this long after a request is parked (no task of its own)
+/// until its next request: busy connections never are, idle ones cost a fraction of a task.
+pub const PARK_AFTER: Duration = Duration::from_secs(1);
 /// Read-buffer growth while a head or body is being read.
 const READ_CHUNK: usize = 16 * 1024;
 /// Largest data frame handed to the pipeline at once.
@@ -65,9 +69,11 @@ const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How a connection ended, for the caller.
 pub enum Served<I> {
+    /// Closed, or handed to the listener's park (idle).
     Closed,
-    /// The client opened with the HTTP/2 preface: serve HTTP/2 on this stream.
-    Http2(Prefixed<I>),
+    /// The client opened with the HTTP/2 preface: serve HTTP/2 on this stream (the guard
+    /// that counts the connection goes with it).
+    Http2(Prefixed<I>, Option<ConnGuard>),
 }
 
 /// The connection's stream and read state, shared with the body of the request in flight.
@@ -81,11 +87,13 @@ pub struct ConnIo<I> {
     /// The body failed (bad framing, client gone): the connection is unusable.
     broken: bool,
     eof: bool,
+    /// Counts the connection as open while it lives (in a task or parked).
+    guard: Option<ConnGuard>,
 }
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-type Shared_<I> = Arc<Mutex<ConnIo<I>>>;
+pub(super) type Shared_<I> = Arc<Mutex<ConnIo<I>>>;
 
 fn lock<I>(c: &Mutex<ConnIo<I>>) -> std::sync::MutexGuard<'_, ConnIo<I>> {
     match c.lock() {
@@ -225,15 +233,22 @@ impl ServerUpgrade {
 pub struct Env<'a> {
     pub shared: &'a Arc<Shared>,
     pub info: &'a Arc<ConnInfo>,
-    pub limits: &'a Limits,
-    /// Listener stop (graceful drain with a grace period).
-    pub stop: watch::Receiver<Option<Duration>>,
+    pub limits: &'a ConnLimits,
+    /// The listener's stop signal (graceful drain; also poked at the hard stop).
+    pub stopper: &'a Stopper,
     /// First read on this stream: look for the HTTP/2 preface (plaintext h2c).
     pub detect_h2: bool,
 }
 
-/// Serves HTTP/1.1 on `io` until the connection ends.
-pub async fn serve<I: Io>(io: I, env: Env<'_>) -> Served<I> {
+/// Serves HTTP/1.1 on `io` until the connection ends or is parked. Plaintext connections
+/// idle for [`PARK_AFTER`] are handed to `park`, which holds them without a task and
+/// resumes them in a new one when the next request arrives.
+pub async fn serve<I: Io>(
+    io: I,
+    env: Env<'_>,
+    guard: Option<ConnGuard>,
+    park: Option<&Arc<Park<I>>>,
+) -> Served<I> {
     let conn: Shared_<I> = Arc::new(Mutex::new(ConnIo {
         io: Some(io),
         rbuf: BytesMut::new(),
@@ -241,33 +256,40 @@ pub async fn serve<I: Io>(io: I, env: Env<'_>) -> Served<I> {
         continue_left: 0,
         broken: false,
         eof: false,
+        guard,
     }));
+    serve_conn(conn, env, park, None).await
+}
+
+/// The connection loop. `resumed`: when the connection comes back from the park (its next
+/// request's first bytes are buffered), the time of its last exchange.
+///
+/// This future is the connection task, so its size is what every connection in a task
+/// costs: everything a request needs lives in one boxed future per request, and rare paths
+/// are boxed too.
+pub(super) async fn serve_conn<I: Io>(
+    conn: Shared_<I>,
+    env: Env<'_>,
+    park: Option<&Arc<Park<I>>>,
+    resumed: Option<Instant>,
+) -> Served<I> {
     let Env {
         shared,
         info,
         limits,
-        stop,
+        stopper,
         detect_h2,
     } = env;
-    let mut stop_peek = stop.clone();
-    // Read by the exchange before it writes a response head: a stop that arrives while a
-    // request is in flight makes that response the connection's last.
-    let stop_check = stop.clone();
-    let mut stop = stop;
-    let stopped = stop.changed();
-    tokio::pin!(stopped);
-    let mut hard_stop = shared.hard_stop.subscribe();
-    let hard = hard_stop.changed();
-    tokio::pin!(hard);
-    let mut signals = Signals::new(hard, stopped);
+    let mut signals = Signals::new(stopper);
     // One timer for the connection's idle periods, re-armed lazily: it fires at the old
     // deadline and is pushed to the real one if the connection was busy in between.
     let idle = limits.idle_timeout;
-    let mut last_active = Instant::now();
-    let idle_timer = tokio::time::sleep(idle);
+    let park_after = PARK_AFTER.min(idle);
+    let mut last_active = resumed.unwrap_or_else(Instant::now);
+    let idle_timer = tokio::time::sleep_until(last_active + idle);
     tokio::pin!(idle_timer);
-    let mut first = true;
-    // Grace period end once the listener is stopping (in-flight requests finish by then).
+    let mut first = resumed.is_none();
+    // Set once the listener is stopping: in-flight requests finish by then.
     let mut drain_deadline: Option<Instant> = None;
 
     loop {
@@ -278,11 +300,30 @@ pub async fn serve<I: Io>(io: I, env: Env<'_>) -> Served<I> {
                 // Hard stop, or the listener stopping: an idle connection just closes.
                 _ = std::future::poll_fn(|cx| signals.poll(cx)) => return Served::Closed,
                 _ = &mut idle_timer => {
-                    let due = last_active + idle;
-                    if Instant::now() >= due {
+                    let now = Instant::now();
+                    if now >= last_active + idle {
                         return Served::Closed;
                     }
-                    idle_timer.as_mut().reset(due);
+                    // Idle for a while after a request: wait in the park, without a task.
+                    let parkable = park.filter(|_| !first);
+                    if let Some(park) = parkable {
+                        if now >= last_active + park_after {
+                            let parked = Parked {
+                                conn,
+                                info: info.clone(),
+                                last_active,
+                                deadline: last_active + idle,
+                            };
+                            // Refused only when the listener is stopping: then just close.
+                            let _ = park.put(parked);
+                            return Served::Closed;
+                        }
+                    }
+                    let next = match parkable {
+                        Some(_) => last_active + park_after,
+                        None => last_active + idle,
+                    };
+                    idle_timer.as_mut().reset(next);
                     continue;
                 }
                 r = std::future::poll_fn(|cx| read_idle(&conn, cx)) => r,
@@ -293,12 +334,13 @@ pub async fn serve<I: Io>(io: I, env: Env<'_>) -> Served<I> {
             }
         }
         if std::mem::take(&mut first) && detect_h2 {
-            match h2_preface(&conn).await {
+            match Box::pin(h2_preface(&conn)).await {
                 Preface::H2 => {
                     let mut g = lock(&conn);
                     let prefix = std::mem::take(&mut g.rbuf).freeze();
+                    let guard = g.guard.take();
                     return match g.io.take() {
-                        Some(io) => Served::Http2(Prefixed::new(prefix, io)),
+                        Some(io) => Served::Http2(Prefixed::new(prefix, io), guard),
                         None => Served::Closed,
                     };
                 }
@@ -307,53 +349,39 @@ pub async fn serve<I: Io>(io: I, env: Env<'_>) -> Served<I> {
             }
         }
 
-        // Read the head: within header_timeout of its first byte.
-        let head = tokio::select! {
-            biased;
-            _ = std::future::poll_fn(|cx| signals.poll(cx)) => return Served::Closed,
-            h = read_head(&conn, limits) => h,
-        };
-        let head = match head {
-            ReadHead::Head(h) => h,
-            ReadHead::Empty => continue,
-            ReadHead::Closed => return Served::Closed,
-            ReadHead::Refused(e) => {
-                let resp = pipeline::reject(e.error, e.parts, info, shared);
-                let _ = write_response(&conn, resp, false, Version::HTTP_11, true, idle).await;
-                linger(&conn).await;
-                return Served::Closed;
-            }
-        };
-
-        // Dispatch; the response is written by the same boxed future, so an idle connection's
-        // task does not carry the request's state.
-        let draining = drain_deadline.is_some();
-        let exchange = Box::pin(exchange(
+        // Read the head and answer it in one boxed future.
+        let mut request = Box::pin(request(
             &conn,
-            head,
             shared,
             info,
-            idle,
-            draining,
-            &stop_check,
+            limits,
+            drain_deadline.is_some(),
+            stopper,
         ));
-        tokio::pin!(exchange);
+        // Grace period end once the listener is stopping (boxed: rarely needed).
+        let mut grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let outcome = loop {
-            let grace_end = drain_deadline.unwrap_or_else(far_future);
             tokio::select! {
                 biased;
                 signal = std::future::poll_fn(|cx| signals.poll(cx)) => match signal {
                     Signal::Hard => return Served::Closed,
-                    Signal::Stop => {
-                        let grace = (*stop_peek.borrow_and_update()).unwrap_or(Duration::ZERO);
-                        drain_deadline = Some(Instant::now() + grace);
+                    Signal::Stop(g) => {
+                        let end = Instant::now() + g;
+                        drain_deadline = Some(end);
+                        grace = Some(Box::pin(tokio::time::sleep_until(end)));
                     }
                 },
-                _ = tokio::time::sleep_until(grace_end), if drain_deadline.is_some() => {
-                    return Served::Closed;
-                }
-                o = &mut exchange => break o,
+                _ = std::future::poll_fn(|cx| match grace.as_mut() {
+                    Some(s) => s.as_mut().poll(cx),
+                    None => Poll::Pending,
+                }) => return Served::Closed,
+                o = &mut request => break o,
             }
+        };
+        let outcome = match outcome {
+            Next::Exchange(o) => o,
+            Next::Empty => continue,
+            Next::Closed => return Served::Closed,
         };
         last_active = Instant::now();
         match outcome {
@@ -363,10 +391,17 @@ pub async fn serve<I: Io>(io: I, env: Env<'_>) -> Served<I> {
                 if g.rbuf.is_empty() {
                     g.rbuf = BytesMut::new();
                 }
+                drop(g);
+                // Parking is due `park_after` from now; the timer only ever moves later on
+                // its own, so bring it forward once if it is set further out (the first
+                // request's full idle timeout).
+                if park.is_some() && idle_timer.deadline() > last_active + park_after {
+                    idle_timer.as_mut().reset(last_active + park_after);
+                }
             }
             Exchange::KeepAlive | Exchange::Close => return Served::Closed,
             Exchange::Linger => {
-                linger(&conn).await;
+                Box::pin(linger(&conn)).await;
                 return Served::Closed;
             }
             Exchange::Upgraded => return Served::Closed,
@@ -374,12 +409,12 @@ pub async fn serve<I: Io>(io: I, env: Env<'_>) -> Served<I> {
     }
 }
 
-/// The connection's two stop signals (hard stop; the listener stopping), polled only after
-/// one of them woke the task: polling a registered `watch` waiter takes its list lock, which
-/// was ~1.4k instructions per request when done on every wake-up.
-struct Signals<H, S> {
-    hard: Pin<H>,
-    stop: Pin<S>,
+/// The listener's stop signal as the connection task sees it: one `Notify` waiter, polled
+/// only after it woke the task (polling a registered waiter takes the waiter list's lock,
+/// ~1.4k instructions per request when it was done on every wake-up).
+struct Signals<'a> {
+    stopper: &'a Stopper,
+    waiter: Pin<Box<tokio::sync::futures::Notified<'a>>>,
     stop_seen: bool,
     woken: Arc<Woken>,
     waker: std::task::Waker,
@@ -387,7 +422,8 @@ struct Signals<H, S> {
 
 enum Signal {
     Hard,
-    Stop,
+    /// The listener is stopping; requests in flight have this long.
+    Stop(Duration),
 }
 
 struct Woken {
@@ -405,22 +441,18 @@ impl std::task::Wake for Woken {
     }
 }
 
-impl<H, S> Signals<H, S>
-where
-    H: std::ops::DerefMut,
-    H::Target: Future,
-    S: std::ops::DerefMut,
-    S::Target: Future,
-{
-    fn new(hard: Pin<H>, stop: Pin<S>) -> Self {
+impl<'a> Signals<'a> {
+    fn new(stopper: &'a Stopper) -> Self {
         let woken = Arc::new(Woken {
-            // Set, so the first poll registers both waiters.
+            // Set, so the first poll looks at the flags and registers the waiter.
             flag: std::sync::atomic::AtomicBool::new(true),
             task: futures_util::task::AtomicWaker::new(),
         });
+        let mut waiter = Box::pin(stopper.notified());
+        waiter.as_mut().enable();
         Signals {
-            hard,
-            stop,
+            stopper,
+            waiter,
             stop_seen: false,
             waker: std::task::Waker::from(woken.clone()),
             woken,
@@ -437,23 +469,65 @@ where
             return Poll::Pending;
         }
         let mut own = Context::from_waker(&self.waker);
-        if self.hard.as_mut().poll(&mut own).is_ready() {
-            return Poll::Ready(Signal::Hard);
+        loop {
+            if self.stopper.hard_stopped() {
+                return Poll::Ready(Signal::Hard);
+            }
+            if !self.stop_seen {
+                if let Some(grace) = self.stopper.grace() {
+                    self.stop_seen = true;
+                    return Poll::Ready(Signal::Stop(grace));
+                }
+            }
+            match self.waiter.as_mut().poll(&mut own) {
+                Poll::Ready(()) => {
+                    // Fired: wait again (enabled before the flags are read on the next turn).
+                    self.waiter.set(self.stopper.notified());
+                    self.waiter.as_mut().enable();
+                }
+                Poll::Pending => return Poll::Pending,
+            }
         }
-        if !self.stop_seen && self.stop.as_mut().poll(&mut own).is_ready() {
-            self.stop_seen = true;
-            return Poll::Ready(Signal::Stop);
-        }
-        Poll::Pending
     }
 }
 
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365)
+/// What one request came to.
+enum Next {
+    Exchange(Exchange),
+    /// Only empty lines: wait for the next request.
+    Empty,
+    Closed,
+}
+
+async fn request<I: Io>(
+    conn: &Shared_<I>,
+    shared: &Arc<Shared>,
+    info: &Arc<ConnInfo>,
+    limits: &ConnLimits,
+    draining: bool,
+    stopper: &Stopper,
+) -> Next {
+    let idle = limits.idle_timeout;
+    // Within header_timeout of its first byte.
+    let head = match read_head(conn, limits).await {
+        ReadHead::Head(h) => h,
+        ReadHead::Empty => return Next::Empty,
+        ReadHead::Closed => return Next::Closed,
+        ReadHead::Refused(e) => {
+            let resp = pipeline::reject(e.error, e.parts, info, shared);
+            let _ = write_response(conn, resp, false, Version::HTTP_11, true, idle).await;
+            linger(conn).await;
+            return Next::Closed;
+        }
+    };
+    Next::Exchange(exchange(conn, head, shared, info, idle, draining, stopper).await)
 }
 
 /// First bytes on an idle connection, into a stack buffer (no heap buffer while idle).
-fn read_idle<I: Io>(conn: &Mutex<ConnIo<I>>, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+pub(super) fn read_idle<I: Io>(
+    conn: &Mutex<ConnIo<I>>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
     let mut g = lock(conn);
     let s = &mut *g;
     let Some(io) = s.io.as_mut() else {
@@ -519,8 +593,9 @@ enum ReadHead {
     Refused(HeadError),
 }
 
-async fn read_head<I: Io>(conn: &Mutex<ConnIo<I>>, limits: &Limits) -> ReadHead {
-    let max = head::max_head(limits.max_request_line, limits.max_header_bytes);
+async fn read_head<I: Io>(conn: &Mutex<ConnIo<I>>, limits: &ConnLimits) -> ReadHead {
+    let head_limits = &limits.head;
+    let max = head::max_head(head_limits.max_request_line, head_limits.max_header_bytes);
     let mut scanned = 0;
     let mut deadline: Option<Instant> = None;
     loop {
@@ -529,9 +604,9 @@ async fn read_head<I: Io>(conn: &Mutex<ConnIo<I>>, limits: &Limits) -> ReadHead 
             let s = &mut *g;
             if let Some(end) = head::find_head_end(&s.rbuf, scanned) {
                 if end > max {
-                    return refused(head::head_too_large(&s.rbuf, limits.max_request_line));
+                    return refused(head::head_too_large(&s.rbuf, head_limits.max_request_line));
                 }
-                return match head::parse_request(&mut s.rbuf, end, limits) {
+                return match head::parse_request(&mut s.rbuf, end, head_limits) {
                     Ok(Some(h)) => ReadHead::Head(Box::new(h)),
                     Ok(None) if s.rbuf.is_empty() => ReadHead::Empty,
                     Ok(None) => {
@@ -542,8 +617,10 @@ async fn read_head<I: Io>(conn: &Mutex<ConnIo<I>>, limits: &Limits) -> ReadHead 
                 };
             }
             let no_line_end = !s.rbuf.contains(&b'\n');
-            if s.rbuf.len() > max || (no_line_end && s.rbuf.len() > limits.max_request_line + 2) {
-                return refused(head::head_too_large(&s.rbuf, limits.max_request_line));
+            if s.rbuf.len() > max
+                || (no_line_end && s.rbuf.len() > head_limits.max_request_line + 2)
+            {
+                return refused(head::head_too_large(&s.rbuf, head_limits.max_request_line));
             }
             scanned = s.rbuf.len();
         }
@@ -584,7 +661,7 @@ async fn exchange<I: Io>(
     info: &Arc<ConnInfo>,
     idle: Duration,
     draining: bool,
-    stop: &watch::Receiver<Option<Duration>>,
+    stopper: &Stopper,
 ) -> Exchange {
     let RequestHead {
         mut parts,
@@ -640,7 +717,8 @@ async fn exchange<I: Io>(
         }
     };
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    let draining = draining || stop.has_changed().unwrap_or(true);
+    // A stop that arrived while the request was in flight makes this response the last.
+    let draining = draining || stopper.grace().is_some();
     let keep = keep_alive && !draining && !switching;
     let written = write_response(conn, resp, head_request, version, !keep, idle).await;
     let close_requested = match written {

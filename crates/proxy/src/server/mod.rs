@@ -5,15 +5,16 @@
 
 pub mod conn;
 pub mod h1;
+pub mod park;
 pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::http1::head::HeadLimits;
 use futures_util::FutureExt;
 use gatehouse_core::snapshot::{Limits, ListenerSpec};
 use gatehouse_core::GatewayError;
@@ -23,23 +24,49 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 use crate::body::{RequestBody, ResponseBody};
 use crate::gateway::Shared;
 use crate::pipeline;
-use conn::{ConnCheck, ConnInfo, ConnState, TrackedIo};
+use conn::{ConnCheck, ConnGuard, ConnInfo, Stopper, TrackedIo};
+use park::Park;
 
 pub struct ListenerHandle {
     pub spec: ListenerSpec,
     pub local_addr: SocketAddr,
-    /// Sends the drain deadline; the accept loop stops and connections drain.
-    stop: watch::Sender<Option<Duration>>,
+    /// The accept loop and every connection of this listener watch it.
+    stopper: Arc<Stopper>,
 }
 
 impl ListenerHandle {
+    /// Stop accepting; connections drain within `grace`, then are closed.
     pub fn stop(&self, grace: Duration) {
-        let _ = self.stop.send(Some(grace));
+        self.stopper.stop(grace);
+    }
+}
+
+/// The limits a connection needs, copied out of the snapshot it was accepted under (a
+/// connection keeps them for its life; holding the snapshot would keep old ones alive).
+#[derive(Clone, Copy)]
+pub struct ConnLimits {
+    pub head: HeadLimits,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub http2_max_streams: u32,
+}
+
+impl ConnLimits {
+    pub fn of(l: &Limits) -> ConnLimits {
+        ConnLimits {
+            head: HeadLimits {
+                max_request_line: l.max_request_line,
+                max_header_bytes: l.max_header_bytes,
+                max_headers: l.max_headers,
+            },
+            header_timeout: l.header_timeout,
+            idle_timeout: l.idle_timeout,
+            http2_max_streams: l.http2_max_streams,
+        }
     }
 }
 
@@ -53,16 +80,27 @@ pub async fn bind(shared: Arc<Shared>, spec: ListenerSpec) -> std::io::Result<Li
         ))),
         None => None,
     };
-    let (stop, stop_rx) = watch::channel(None);
+    let stopper = shared.new_stopper();
+    // Idle plaintext HTTP/1 connections wait here instead of in a task of their own.
+    let park = match tls {
+        None => Some(Park::start(shared.clone(), stopper.clone())),
+        Some(_) => None,
+    };
     let name: Arc<str> = Arc::from(spec.name.as_str());
     tracing::info!(listener = %name, addr = %local_addr, tls = tls.is_some(), "listening");
     tokio::spawn(accept_loop(
-        shared, listener, local_addr, name, tls, stop_rx,
+        shared,
+        listener,
+        local_addr,
+        name,
+        tls,
+        park,
+        stopper.clone(),
     ));
     Ok(ListenerHandle {
         spec,
         local_addr,
-        stop,
+        stopper,
     })
 }
 
@@ -72,11 +110,18 @@ async fn accept_loop(
     local: SocketAddr,
     name: Arc<str>,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    mut stop: watch::Receiver<Option<Duration>>,
+    park: Option<Arc<Park<TcpStream>>>,
+    stopper: Arc<Stopper>,
 ) {
     loop {
+        let stopped = stopper.notified();
+        tokio::pin!(stopped);
+        stopped.as_mut().enable();
+        if stopper.grace().is_some() || stopper.hard_stopped() {
+            break;
+        }
         let accepted = tokio::select! {
-            _ = stop.changed() => break,
+            _ = stopped => continue,
             a = listener.accept() => a,
         };
         let (stream, peer) = match accepted {
@@ -94,100 +139,99 @@ async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let name = name.clone();
-        let tls = tls.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            shared.open_connections.fetch_add(1, Ordering::Relaxed);
-            shared.metrics.connections.inc();
-            let accepted = Accepted {
-                stream,
-                peer,
-                permit,
-            };
-            serve_stream(&shared, accepted, local, name, tls, stop).await;
-            shared.metrics.connections.dec();
-            shared.open_connections.fetch_sub(1, Ordering::Relaxed);
-        });
+        let info = Arc::new(ConnInfo::new(peer, tls.is_some(), permit));
+        let limits = ConnLimits::of(&shared.active.load().snapshot.limits);
+        tokio::spawn(connection(
+            shared.clone(),
+            stream,
+            info,
+            limits,
+            tls.clone(),
+            park.clone(),
+            stopper.clone(),
+        ));
     }
     tracing::info!(listener = %name, addr = %local, "stopped accepting");
 }
 
-/// A connection taken off the accept queue, with its slot under `max_connections`.
-struct Accepted {
+/// One accepted connection, for its whole life. Its future is the connection task's size,
+/// which is what an idle connection costs: the TLS and HTTP/2 paths are boxed so a plaintext
+/// HTTP/1 connection does not carry a TLS handshake's or an HTTP/2 connection's state.
+async fn connection(
+    shared: Arc<Shared>,
     stream: TcpStream,
-    peer: SocketAddr,
-    permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-async fn serve_stream(
-    shared: &Arc<Shared>,
-    accepted: Accepted,
-    local: SocketAddr,
-    listener: Arc<str>,
+    info: Arc<ConnInfo>,
+    limits: ConnLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    stop: watch::Receiver<Option<Duration>>,
+    park: Option<Arc<Park<TcpStream>>>,
+    stopper: Arc<Stopper>,
 ) {
-    let Accepted {
-        stream,
-        peer,
-        permit,
-    } = accepted;
-    let limits = shared.active.load().snapshot.limits.clone();
-    let state = Arc::new(ConnState::new());
-    let info = Arc::new(ConnInfo {
-        peer,
-        local,
-        tls: tls.is_some(),
-        listener,
-        state: state.clone(),
-        permit: std::sync::Mutex::new(Some(permit)),
-    });
+    let guard = ConnGuard::new(&shared);
     match tls {
         Some(acceptor) => {
-            let io = TrackedIo::new(stream, state.clone());
-            let hs = tokio::time::timeout(limits.header_timeout, acceptor.accept(io)).await;
-            match hs {
-                Ok(Ok(tls_stream)) => {
-                    if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        serve_h2(shared, tls_stream, info, &limits, stop).await;
-                    } else {
-                        let env = h1::Env {
-                            shared,
-                            info: &info,
-                            limits: &limits,
-                            stop,
-                            detect_h2: false,
-                        };
-                        h1::serve(tls_stream, env).await;
-                    }
-                }
-                Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "tls handshake failed"),
-                Err(_) => tracing::debug!(peer = %peer, "tls handshake timed out"),
-            }
+            Box::pin(serve_tls(
+                &shared, acceptor, stream, &info, limits, &stopper,
+            ))
+            .await;
+            drop(guard);
         }
         None => {
             let env = h1::Env {
-                shared,
+                shared: &shared,
                 info: &info,
                 limits: &limits,
-                stop: stop.clone(),
+                stopper: &stopper,
                 detect_h2: true,
             };
-            if let h1::Served::Http2(io) = h1::serve(stream, env).await {
-                let io = TrackedIo::new(io, state.clone());
-                serve_h2(shared, io, info, &limits, stop).await;
+            // The guard goes with the connection's state (which may be parked).
+            let served = h1::serve(stream, env, Some(guard), park.as_ref()).await;
+            if let h1::Served::Http2(io, guard) = served {
+                let io = TrackedIo::new(io, info.clone());
+                Box::pin(serve_h2(&shared, io, &info, &limits, &stopper)).await;
+                drop(guard);
             }
         }
     }
 }
 
-fn h2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
+async fn serve_tls(
+    shared: &Arc<Shared>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    info: &Arc<ConnInfo>,
+    limits: ConnLimits,
+    stopper: &Arc<Stopper>,
+) {
+    let io = TrackedIo::new(stream, info.clone());
+    let hs = tokio::time::timeout(limits.header_timeout, acceptor.accept(io)).await;
+    let no_park: Option<&Arc<Park<_>>> = None;
+    match hs {
+        Ok(Ok(tls_stream)) => {
+            if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                serve_h2(shared, tls_stream, info, &limits, stopper).await;
+            } else {
+                let env = h1::Env {
+                    shared,
+                    info,
+                    limits: &limits,
+                    stopper,
+                    detect_h2: false,
+                };
+                // TLS connections are not parked: rustls holds its buffers anyway. The
+                // caller keeps the connection's guard.
+                h1::serve(tls_stream, env, None, no_park).await;
+            }
+        }
+        Ok(Err(e)) => tracing::debug!(peer = %info.peer, error = %e, "tls handshake failed"),
+        Err(_) => tracing::debug!(peer = %info.peer, "tls handshake timed out"),
+    }
+}
+
+fn h2_builder(limits: &ConnLimits) -> http2::Builder<TokioExecutor> {
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
         .max_concurrent_streams(limits.http2_max_streams)
-        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_header_list_size(limits.head.max_header_bytes as u32)
         .initial_stream_window_size(64 * 1024)
         .initial_connection_window_size(1024 * 1024)
         .max_pending_accept_reset_streams(20)
@@ -201,20 +245,20 @@ fn h2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
 async fn serve_h2<I>(
     shared: &Arc<Shared>,
     io: I,
-    info: Arc<ConnInfo>,
-    limits: &Limits,
-    mut stop: watch::Receiver<Option<Duration>>,
+    info: &Arc<ConnInfo>,
+    limits: &ConnLimits,
+    stopper: &Stopper,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    info.state.track();
+    let state = info.track_h2();
     let svc_shared = shared.clone();
     let svc_info = info.clone();
     let service = service_fn(move |req: hyper::Request<Incoming>| {
         let shared = svc_shared.clone();
         let info = svc_info.clone();
         async move {
-            info.state.request_started();
+            info.track_h2().request_started();
             let req = req.map(RequestBody::H2);
             let fut = pipeline::handle(req, info.clone(), shared.clone());
             // A panic in one request becomes a 500; the process keeps serving (F18).
@@ -222,7 +266,7 @@ async fn serve_h2<I>(
                 Ok(r) => r,
                 Err(_) => {
                     tracing::error!("request handler panicked");
-                    info.state.request_finished();
+                    info.track_h2().request_finished();
                     // `pipeline::handle` counted the request in flight before running it; its
                     // completion hook, which undoes that, died with the panic (F18).
                     shared.metrics.in_flight.dec();
@@ -235,10 +279,9 @@ async fn serve_h2<I>(
     let b = h2_builder(limits);
     let conn = b.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let mut hard_stop = shared.hard_stop.subscribe();
     let mut draining: Option<tokio::time::Instant> = None;
     loop {
-        let next_check = match info.state.check(limits.header_timeout, limits.idle_timeout) {
+        let next_check = match state.check(limits.header_timeout, limits.idle_timeout) {
             ConnCheck::WaitUntil(t) => t,
             ConnCheck::HeaderTimeout => {
                 tracing::debug!(peer = %info.peer, "request head not received in time; closing");
@@ -256,6 +299,19 @@ async fn serve_h2<I>(
             Some(d) => next_check.min(d),
             None => next_check,
         };
+        let stopped = stopper.notified();
+        tokio::pin!(stopped);
+        stopped.as_mut().enable();
+        if stopper.hard_stopped() {
+            return;
+        }
+        if draining.is_none() {
+            if let Some(grace) = stopper.grace() {
+                conn.as_mut().graceful_shutdown();
+                draining = Some(tokio::time::Instant::now() + grace);
+                continue;
+            }
+        }
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
@@ -263,15 +319,8 @@ async fn serve_h2<I>(
                 }
                 return;
             }
-            changed = stop.changed(), if draining.is_none() => {
-                let grace = match changed {
-                    Ok(()) => (*stop.borrow()).unwrap_or(Duration::ZERO),
-                    Err(_) => Duration::ZERO,
-                };
-                conn.as_mut().graceful_shutdown();
-                draining = Some(tokio::time::Instant::now() + grace);
-            }
-            _ = hard_stop.changed() => return,
+            // A stop or the hard stop: looked at on the next turn.
+            _ = stopped => {}
             _ = tokio::time::sleep_until(wake) => {
                 if let Some(d) = draining {
                     if tokio::time::Instant::now() >= d {
