@@ -296,27 +296,39 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     }
 }
 
-/// "routes: +a -b ~c; upstreams: +u; listeners: -tls" from the redacted configs.
+/// "routes: +a -b ~c; upstreams: +u; listeners: -tls" from the redacted configs. Linear in
+/// the number of items (a 10,000-route file used to spend most of its reload here), and at
+/// most [`MAX_LISTED`] names per section are listed.
 fn diff_summary(old: &Snapshot, new: &Snapshot) -> String {
     let mut parts = Vec::new();
     for (section, key) in [("routes", true), ("upstreams", false), ("listeners", true)] {
         let a = named_items(&old.redacted[section], key);
         let b = named_items(&new.redacted[section], key);
+        let old_by_name: std::collections::HashMap<&str, &serde_json::Value> =
+            a.iter().map(|(n, v)| (n.as_str(), v)).collect();
+        let new_names: std::collections::HashSet<&str> =
+            b.iter().map(|(n, _)| n.as_str()).collect();
         let mut changes = Vec::new();
         for (name, v) in &b {
-            match a.iter().find(|(n, _)| n == name) {
+            match old_by_name.get(name.as_str()) {
                 None => changes.push(format!("+{name}")),
-                Some((_, old_v)) if old_v != v => changes.push(format!("~{name}")),
+                Some(old_v) if *old_v != v => changes.push(format!("~{name}")),
                 _ => {}
             }
         }
         for (name, _) in &a {
-            if !b.iter().any(|(n, _)| n == name) {
+            if !new_names.contains(name.as_str()) {
                 changes.push(format!("-{name}"));
             }
         }
         if !changes.is_empty() {
-            parts.push(format!("{section}: {}", changes.join(" ")));
+            let total = changes.len();
+            changes.truncate(MAX_LISTED);
+            let mut text = format!("{section}: {}", changes.join(" "));
+            if total > MAX_LISTED {
+                text.push_str(&format!(" (+{} more)", total - MAX_LISTED));
+            }
+            parts.push(text);
         }
     }
     for section in ["limits", "trusted_proxies", "admin"] {
@@ -330,6 +342,9 @@ fn diff_summary(old: &Snapshot, new: &Snapshot) -> String {
         parts.join("; ")
     }
 }
+
+/// Names listed per section in an audit summary; the rest are counted.
+const MAX_LISTED: usize = 50;
 
 fn named_items(v: &serde_json::Value, list: bool) -> Vec<(String, serde_json::Value)> {
     if list {
@@ -347,5 +362,44 @@ fn named_items(v: &serde_json::Value, list: bool) -> Vec<(String, serde_json::Va
         v.as_object()
             .map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(routes: usize, changed: Option<usize>) -> Snapshot {
+        let mut yaml = String::from(
+            "listeners:\n  - { name: public, addr: 127.0.0.1:0 }\nupstreams:\n  app:\n    targets: [{ url: http://127.0.0.1:9 }]\nroutes:\n",
+        );
+        for i in 0..routes {
+            let timeout = if changed == Some(i) {
+                ", timeout: 3s"
+            } else {
+                ""
+            };
+            yaml.push_str(&format!(
+                "  - {{ name: r{i}, match: {{ path: /r{i} }}, upstream: app{timeout} }}\n"
+            ));
+        }
+        gatehouse_config::compile_str(&yaml, std::path::Path::new("."), &|_| None)
+            .expect("valid config")
+    }
+
+    #[test]
+    fn diff_summary_names_changes_and_caps_long_lists() {
+        let old = snapshot(3000, None);
+        assert_eq!(
+            diff_summary(&old, &snapshot(3000, None)),
+            "no effective change"
+        );
+        assert_eq!(diff_summary(&old, &snapshot(3000, Some(7))), "routes: ~r7");
+        let s = diff_summary(&old, &snapshot(2000, None));
+        assert!(s.starts_with("routes: -r2000 -r2001 "), "{s}");
+        assert!(
+            s.ends_with(&format!("(+{} more)", 1000 - MAX_LISTED)),
+            "{s}"
+        );
     }
 }
