@@ -107,10 +107,17 @@ fn main() -> ExitCode {
 
 fn serve(workers: Option<usize>, fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     gatehouse_telemetry::init_logging();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        builder.worker_threads(n.max(1));
-    }
+    // One worker: a current-thread runtime (no work-stealing queues or cross-thread wake-ups
+    // to pay for; ~the single worker process of nginx). More: the multi-thread scheduler.
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     match builder.enable_all().build() {
         Ok(rt) => rt.block_on(fut),
         Err(e) => {

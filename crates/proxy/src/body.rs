@@ -1,7 +1,7 @@
 //! Body types of the data plane. Bodies stream frame by frame; nothing here buffers.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -10,6 +10,8 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
+
+use crate::context::BodyStats;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
@@ -55,17 +57,15 @@ impl std::error::Error for ClientBodyError {
 pub struct LimitedBody<B> {
     inner: B,
     limit: u64,
-    seen: Arc<AtomicU64>,
-    tripped: Arc<AtomicBool>,
+    stats: Arc<BodyStats>,
 }
 
 impl<B> LimitedBody<B> {
-    pub fn new(inner: B, limit: u64, seen: Arc<AtomicU64>, tripped: Arc<AtomicBool>) -> Self {
+    pub fn new(inner: B, limit: u64, stats: Arc<BodyStats>) -> Self {
         LimitedBody {
             inner,
             limit,
-            seen,
-            tripped,
+            stats,
         }
     }
 }
@@ -85,10 +85,10 @@ where
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    let total = self.seen.fetch_add(data.len() as u64, Ordering::Relaxed)
+                    let total = self.stats.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed)
                         + data.len() as u64;
                     if total > self.limit {
-                        self.tripped.store(true, Ordering::Relaxed);
+                        self.stats.too_large.store(true, Ordering::Relaxed);
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
                 }

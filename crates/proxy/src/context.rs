@@ -12,6 +12,22 @@ use gatehouse_core::Snapshot;
 
 use crate::server::conn::ConnInfo;
 
+#[derive(Default)]
+pub struct BodyStats {
+    pub bytes_in: AtomicU64,
+    pub too_large: AtomicBool,
+}
+
+impl BodyStats {
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn too_large(&self) -> bool {
+        self.too_large.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 pub struct Ctx {
     pub start: Instant,
     pub request_id: HeaderValue,
@@ -19,13 +35,15 @@ pub struct Ctx {
     pub peer_trusted: bool,
     pub grpc: bool,
     pub method: Method,
-    /// Path and query for the access log, with secret-looking query values redacted.
+    /// Path and query for the access log, with secret-looking query values redacted (empty
+    /// when the access log is off: nothing else reads it).
     pub log_path: String,
     pub route: Option<usize>,
     pub upstream: Option<usize>,
     pub upstream_ms: Option<f64>,
-    pub bytes_in: Arc<AtomicU64>,
-    pub body_too_large: Arc<AtomicBool>,
+    /// Request body bytes read, and whether it crossed the route's limit (shared with the
+    /// body wrapper that counts them).
+    pub body: Arc<BodyStats>,
     /// Close the client connection after this response (framing errors, unread bodies).
     pub close: bool,
     /// Idle timeout between body frames of a proxied response (streams keep flowing while
@@ -60,6 +78,7 @@ impl Ctx {
         headers: &HeaderMap,
         conn: &ConnInfo,
         snap: &Snapshot,
+        access_log: bool,
     ) -> Ctx {
         let peer = canonical_ip(conn.peer.ip());
         let peer_trusted = snap.is_trusted(peer);
@@ -72,7 +91,7 @@ impl Ctx {
         } else {
             peer
         };
-        let request_id = match headers.get("x-request-id") {
+        let request_id = match headers.get(&crate::policy::forwarded::X_REQUEST_ID) {
             Some(v)
                 if peer_trusted && !nominated("x-request-id") && valid_request_id(v.as_bytes()) =>
             {
@@ -90,12 +109,15 @@ impl Ctx {
             peer_trusted,
             grpc,
             method: method.clone(),
-            log_path: redact_query(uri),
+            log_path: if access_log {
+                redact_query(uri)
+            } else {
+                String::new()
+            },
             route: None,
             upstream: None,
             upstream_ms: None,
-            bytes_in: Arc::new(AtomicU64::new(0)),
-            body_too_large: Arc::new(AtomicBool::new(false)),
+            body: Arc::new(BodyStats::default()),
             close: false,
             body_idle: None,
             error: None,

@@ -52,33 +52,9 @@ pub fn check_head(
     if header_bytes > limits.max_header_bytes || headers.len() > limits.max_headers {
         return Err(GatewayError::HeaderFieldsTooLarge);
     }
-    if version == Version::HTTP_11 || version == Version::HTTP_10 {
-        // RFC 9112 §6.1: a request with both is a smuggling attempt; refuse it (S1/S2).
-        if headers.contains_key(header::TRANSFER_ENCODING)
-            && headers.contains_key(header::CONTENT_LENGTH)
-        {
-            return Err(GatewayError::BadRequest(
-                "both content-length and transfer-encoding",
-            ));
-        }
-        if headers.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
-            return Err(GatewayError::BadRequest("repeated content-length"));
-        }
-        // hyper only checks that the last coding is chunked. Anything else (`gzip, chunked`,
-        // `x` + `chunked`, `chunked, chunked`) would reach the upstream still encoded but
-        // without a Transfer-Encoding saying so: refuse it, as nginx does (S3).
-        let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
-        if let Some(first) = te.next() {
-            if te.next().is_some()
-                || !first
-                    .as_bytes()
-                    .trim_ascii()
-                    .eq_ignore_ascii_case(b"chunked")
-            {
-                return Err(GatewayError::BadRequest("unsupported transfer-encoding"));
-            }
-        }
-    }
+    // HTTP/1 framing (Content-Length / Transfer-Encoding: S1–S4, S10) is decided and
+    // refused where the bytes are parsed (`http1::head::parse_request`); HTTP/2 has no such
+    // fields (h2 refuses `transfer-encoding` and checks `content-length` against the data).
     if *method == Method::CONNECT {
         return Err(GatewayError::BadRequest("CONNECT is not supported"));
     }

@@ -48,6 +48,7 @@ pub async fn handle(
         req.headers(),
         &conn,
         &active.snapshot,
+        shared.access_log.enabled(),
     );
     shared.metrics.in_flight.inc();
     let mut resp = match run(req, &mut ctx, &active, &conn, &shared).await {
@@ -313,8 +314,7 @@ async fn run(
     let body = LimitedBody::new(
         body,
         route.max_body,
-        ctx.bytes_in.clone(),
-        ctx.body_too_large.clone(),
+        ctx.body.clone(),
     );
     let outbound = upstream::Outbound {
         parts,
@@ -390,6 +390,7 @@ pub fn reject(
         headers.unwrap_or(&empty),
         conn,
         &active.snapshot,
+        shared.access_log.enabled(),
     );
     if parts.is_none() {
         ctx.log_path = "-".into();
@@ -430,9 +431,7 @@ fn redact_key_params(ctx: &mut Ctx, requirement: &AuthRequirement, snap: &Snapsh
 fn local_response(e: &GatewayError, ctx: &mut Ctx) -> Response<Body> {
     ctx.error = Some(e.code());
     if e == &GatewayError::PayloadTooLarge
-        || ctx
-            .body_too_large
-            .load(std::sync::atomic::Ordering::Relaxed)
+        || ctx.body.too_large()
     {
         // The rest of the body was not read; the connection cannot be reused (S12).
         ctx.close = true;
@@ -503,7 +502,7 @@ impl OnComplete for Completion {
                 attempts: (ctx.attempts > 0).then_some(ctx.attempts),
                 consumer: ctx.consumer.as_deref(),
                 client_ip: ctx.client_ip,
-                bytes_in: ctx.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+                bytes_in: ctx.body.bytes_in(),
                 bytes_out,
                 cache: None,
                 error: ctx.error,

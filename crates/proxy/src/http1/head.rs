@@ -109,20 +109,6 @@ fn header_slots<'s, 'b>(
     }
 }
 
-/// Offsets of one header line in the head buffer.
-#[derive(Clone, Copy)]
-struct Idx {
-    name: (usize, usize),
-    value: (usize, usize),
-}
-
-fn range_of(base: *const u8, s: &[u8]) -> (usize, usize) {
-    let start = s.as_ptr() as usize - base as usize;
-    (start, start + s.len())
-}
-
-/// Parses the complete head in `buf[..end]` (from [`find_head_end`]) and removes it from
-/// `buf`. `Ok(None)`: the bytes held only empty lines, which are skipped (RFC 9112 §2.2).
 /// The limits a request head is held to (`limits:` in the config).
 #[derive(Clone, Copy, Debug)]
 pub struct HeadLimits {
@@ -142,65 +128,46 @@ impl Default for HeadLimits {
     }
 }
 
+/// Parses the complete head in `buf[..end]` (from [`find_head_end`]) and removes it from
+/// `buf`. `Ok(None)`: the bytes held only empty lines, which are skipped (RFC 9112 §2.2).
+/// The head is frozen first and parsed in place: header values are slices of it.
 pub fn parse_request(
     buf: &mut BytesMut,
     end: usize,
     limits: &HeadLimits,
 ) -> Result<Option<RequestHead>, HeadError> {
-    let max_headers = limits.max_headers;
+    let head = buf.split_to(end).freeze();
     // Header slots are left uninitialised (httparse writes what it finds): zeroing 100+
     // slots per request cost more than parsing the head.
     let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
     let mut heap = Vec::new();
-    let slots = header_slots(&mut stack, &mut heap, max_headers + 1);
+    let slots = header_slots(&mut stack, &mut heap, limits.max_headers + 1);
     let mut req = httparse::Request::new(&mut []);
-    let status = req
-        .parse_with_uninit_headers(&buf[..end], slots)
-        .map_err(|e| {
-            HeadError::new(match e {
-                httparse::Error::TooManyHeaders => GatewayError::HeaderFieldsTooLarge,
-                httparse::Error::Version => GatewayError::BadRequest("unsupported HTTP version"),
-                _ => GatewayError::BadRequest("malformed request head"),
-            })
-        })?;
-    let len = match status {
-        httparse::Status::Complete(n) => n,
-        httparse::Status::Partial => {
-            // Only line endings so far: drop them and wait for a request line.
-            if buf[..end].iter().all(|b| *b == b'\r' || *b == b'\n') {
-                let _ = buf.split_to(end);
-                return Ok(None);
-            }
+    let status = req.parse_with_uninit_headers(&head, slots).map_err(|e| {
+        HeadError::new(match e {
+            httparse::Error::TooManyHeaders => GatewayError::HeaderFieldsTooLarge,
+            httparse::Error::Version => GatewayError::BadRequest("unsupported HTTP version"),
+            _ => GatewayError::BadRequest("malformed request head"),
+        })
+    })?;
+    match status {
+        httparse::Status::Complete(n) if n == end => {}
+        // Only line endings so far: skipped; wait for a request line.
+        httparse::Status::Partial if head.iter().all(|b| *b == b'\r' || *b == b'\n') => {
+            return Ok(None)
+        }
+        _ => {
             return Err(HeadError::new(GatewayError::BadRequest(
                 "malformed request head",
-            )));
+            )))
         }
-    };
-    let base = buf.as_ptr();
-    let method = req.method.unwrap_or("");
-    let method_r = range_of(base, method.as_bytes());
-    let path_r = range_of(base, req.path.unwrap_or("").as_bytes());
-    let version = if req.version == Some(0) {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    let idx: Vec<Idx> = req
-        .headers
-        .iter()
-        .map(|h| Idx {
-            name: range_of(base, h.name.as_bytes()),
-            value: range_of(base, h.value),
-        })
-        .collect();
-    let head = buf.split_to(len).freeze();
-
+    }
     // The header limits (`normalize::check_head` applies them to HTTP/2 requests): one field
     // line may be no longer than the request-line limit (nginx's large_client_header_buffers:
     // one buffer size bounds both), and the block as a whole is bounded.
     let mut header_bytes = 0usize;
-    for i in &idx {
-        let line = (i.name.1 - i.name.0) + (i.value.1 - i.value.0) + 4;
+    for h in req.headers.iter() {
+        let line = h.name.len() + h.value.len() + 4;
         if line > limits.max_request_line {
             return Err(HeadError::new(GatewayError::HeaderFieldsTooLarge));
         }
@@ -210,12 +177,17 @@ pub fn parse_request(
         return Err(HeadError::new(GatewayError::HeaderFieldsTooLarge));
     }
     let bad = |why: &'static str| HeadError::new(GatewayError::BadRequest(why));
-    let method =
-        Method::from_bytes(&head[method_r.0..method_r.1]).map_err(|_| bad("invalid method"))?;
-    let uri = Uri::from_maybe_shared(head.slice(path_r.0..path_r.1))
+    let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
+        .map_err(|_| bad("invalid method"))?;
+    let uri = Uri::from_maybe_shared(head.slice_ref(req.path.unwrap_or("").as_bytes()))
         .map_err(|_| bad("invalid request target"))?;
+    let version = if req.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
     // Room for what the pipeline adds (x-forwarded-*, x-request-id, traceparent...).
-    let mut headers = HeaderMap::with_capacity(idx.len() + 8);
+    let mut headers = HeaderMap::with_capacity(req.headers.len() + 8);
     let mut framing = Framing::None;
     let mut te_seen = false;
     let mut cl_seen = false;
@@ -223,10 +195,10 @@ pub fn parse_request(
     let mut keep_alive = version == Version::HTTP_11;
     let mut expect_continue = false;
     let mut upgrade = false;
-    for i in &idx {
-        let name = HeaderName::from_bytes(&head[i.name.0..i.name.1])
-            .map_err(|_| bad("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(i.value.0..i.value.1))
+    for h in req.headers.iter() {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
             .map_err(|_| bad("invalid header value"))?;
         if name == header::TRANSFER_ENCODING {
             if te_seen
@@ -370,49 +342,36 @@ pub fn parse_response(
     if end > max_head {
         return Err(ResponseError::TooLarge);
     }
+    // Frozen first and parsed in place, like a request head.
+    let head = buf.split_to(end).freeze();
     let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
     let mut heap = Vec::new();
     let slots = header_slots(&mut stack, &mut heap, max_headers + 1);
     let mut resp = httparse::Response::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut resp,
-        &buf[..end],
-        slots,
-    );
-    let len = match parsed {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Err(ResponseError::Malformed),
+    let parsed =
+        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, &head, slots);
+    match parsed {
+        Ok(httparse::Status::Complete(n)) if n == end => {}
         Err(httparse::Error::TooManyHeaders) => return Err(ResponseError::TooLarge),
-        Err(_) => return Err(ResponseError::Malformed),
-    };
-    let base = buf.as_ptr();
+        _ => return Err(ResponseError::Malformed),
+    }
     let code = resp.code.unwrap_or(0);
     let version = if resp.version == Some(0) {
         Version::HTTP_10
     } else {
         Version::HTTP_11
     };
-    let idx: Vec<Idx> = resp
-        .headers
-        .iter()
-        .map(|h| Idx {
-            name: range_of(base, h.name.as_bytes()),
-            value: range_of(base, h.value),
-        })
-        .collect();
-    let head = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| ResponseError::Malformed)?;
 
-    let mut headers = HeaderMap::with_capacity(idx.len() + 4);
+    let mut headers = HeaderMap::with_capacity(resp.headers.len() + 4);
     let mut length: Option<u64> = None;
     let mut cl_seen = false;
     let mut te: Option<bool> = None;
     let mut reusable = version == Version::HTTP_11;
     let mut framing_error = false;
-    for i in &idx {
-        let name = HeaderName::from_bytes(&head[i.name.0..i.name.1])
-            .map_err(|_| ResponseError::Malformed)?;
-        let value = HeaderValue::from_maybe_shared(head.slice(i.value.0..i.value.1))
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| ResponseError::Malformed)?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
             .map_err(|_| ResponseError::Malformed)?;
         if name == header::CONTENT_LENGTH {
             match parse_content_length(value.as_bytes()) {

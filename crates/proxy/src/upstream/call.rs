@@ -61,7 +61,7 @@ fn h1_error(e: SendError, target: &Target, ctx: &Ctx) -> GatewayError {
 
 /// The client's body failed while it was being sent: too large (413) or malformed (400).
 fn client_body_error(e: &(dyn std::error::Error + 'static), ctx: &Ctx) -> GatewayError {
-    if ctx.body_too_large.load(Ordering::Relaxed) || has::<BodyTooLarge>(e) {
+    if ctx.body.too_large() || has::<BodyTooLarge>(e) {
         GatewayError::PayloadTooLarge
     } else {
         GatewayError::BadRequest("malformed request body")
@@ -101,7 +101,7 @@ async fn call_h2(
             Ok(resp)
         }
         Ok(Err(e)) => {
-            if ctx.body_too_large.load(Ordering::Relaxed) {
+            if ctx.body.too_large() {
                 return Err(GatewayError::PayloadTooLarge);
             }
             if has::<ClientBodyError>(&e) {
