@@ -220,6 +220,7 @@ pub(crate) async fn serve_until_signal(rt: Arc<Runtime>) -> ExitCode {
     }
     tracing::info!("shutting down: draining connections");
     rt.shutdown().await;
+    rt.gateway().shared().access_log.flush();
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

@@ -514,6 +514,10 @@ impl OnComplete for Completion {
     }
 }
 
+// Static names: inserting by `&str` parses the name on every request.
+static RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
+
 fn finish(
     resp: Response<ResponseInner>,
     ctx: Ctx,
@@ -528,9 +532,9 @@ fn finish(
     let mut ctx = ctx;
     if let Some(route) = ctx.route.and_then(|i| active.snapshot.routes.get(i)) {
         if let Some(policy) = &route.rate_limit_policy {
-            parts.headers.insert("ratelimit-policy", policy.clone());
+            parts.headers.insert(RATELIMIT_POLICY.clone(), policy.clone());
             if let Some(v) = ctx.ratelimit.take() {
-                parts.headers.insert("ratelimit", v);
+                parts.headers.insert(RATELIMIT.clone(), v);
             }
         }
     }

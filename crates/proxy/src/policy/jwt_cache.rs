@@ -41,7 +41,7 @@ struct Shard {
 }
 
 struct Entry {
-    token: Box<str>,
+    token: Box<[u8]>,
     claims: Arc<Claims>,
     exp: Option<f64>,
     nbf: Option<f64>,
@@ -75,8 +75,8 @@ impl VerifiedTokens {
         })
     }
 
-    fn hash(&self, token: &str) -> u64 {
-        fold_hash(self.seed, token.as_bytes())
+    fn hash(&self, token: &[u8]) -> u64 {
+        fold_hash(self.seed, token)
     }
 
     fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, Shard> {
@@ -88,7 +88,7 @@ impl VerifiedTokens {
     }
 
     /// The claims of `token` if it was verified before and is still valid now.
-    pub fn get(&self, token: &str, now: &Now<'_>) -> Option<Arc<Claims>> {
+    pub fn get(&self, token: &[u8], now: &Now<'_>) -> Option<Arc<Claims>> {
         if token.len() > MAX_CACHED_TOKEN {
             return None;
         }
@@ -127,13 +127,13 @@ impl VerifiedTokens {
         }
         let number = |name: &str| claims.get(name).and_then(|v| v.as_f64());
         let entry = Entry {
-            token: token.into(),
+            token: token.as_bytes().into(),
             exp: number("exp"),
             nbf: number("nbf"),
             claims: claims.clone(),
             keys,
         };
-        let hash = self.hash(token);
+        let hash = self.hash(token.as_bytes());
         let mut shard = self.shard(hash);
         if shard.map.len() >= self.per_shard && !shard.map.contains_key(&hash) {
             // Full: drop what has expired; if nothing has, drop an arbitrary entry.
@@ -212,11 +212,11 @@ mod tests {
     fn hit_only_for_the_same_token_while_fresh() {
         let c = VerifiedTokens::new(100).expect("on");
         c.insert("a.b.c", claims(Some(1000), None), None, 0);
-        assert!(c.get("a.b.c", &now(500)).is_some());
-        assert!(c.get("a.b.d", &now(500)).is_none());
+        assert!(c.get(b"a.b.c", &now(500)).is_some());
+        assert!(c.get(b"a.b.d", &now(500)).is_none());
         // exp + leeway still accepted, beyond not, and the entry is gone.
-        assert!(c.get("a.b.c", &now(1030)).is_some());
-        assert!(c.get("a.b.c", &now(1031)).is_none());
+        assert!(c.get(b"a.b.c", &now(1030)).is_some());
+        assert!(c.get(b"a.b.c", &now(1031)).is_none());
         assert!(c.is_empty());
     }
 
@@ -224,9 +224,9 @@ mod tests {
     fn nbf_is_checked_on_every_hit() {
         let c = VerifiedTokens::new(100).expect("on");
         c.insert("t", claims(None, Some(1000)), None, 0);
-        assert!(c.get("t", &now(900)).is_none());
+        assert!(c.get(b"t", &now(900)).is_none());
         c.insert("t", claims(None, Some(1000)), None, 0);
-        assert!(c.get("t", &now(971)).is_some());
+        assert!(c.get(b"t", &now(971)).is_some());
     }
 
     #[test]
@@ -242,13 +242,13 @@ mod tests {
         };
         let k1: &'static Arc<Vec<JwtKey>> = Box::leak(Box::new(k1));
         let k2: &'static Arc<Vec<JwtKey>> = Box::leak(Box::new(k2));
-        assert!(c.get("t", &with(Some(k1))).is_some());
-        assert!(c.get("t", &with(Some(k2))).is_none());
+        assert!(c.get(b"t", &with(Some(k1))).is_some());
+        assert!(c.get(b"t", &with(Some(k2))).is_none());
         // Removed on the miss: the old key set does not bring it back.
-        assert!(c.get("t", &with(Some(k1))).is_none());
+        assert!(c.get(b"t", &with(Some(k1))).is_none());
         // Keys gone stale (no current keys): not accepted either.
         c.insert("t", claims(Some(10_000), None), Some(k1.clone()), 0);
-        assert!(c.get("t", &with(None)).is_none());
+        assert!(c.get(b"t", &with(None)).is_none());
     }
 
     #[test]
@@ -281,7 +281,7 @@ mod tests {
         assert!(c.len() <= 32, "{}", c.len());
         let long = "x".repeat(MAX_CACHED_TOKEN + 1);
         c.insert(&long, claims(None, None), None, 0);
-        assert!(c.get(&long, &now(0)).is_none());
+        assert!(c.get(long.as_bytes(), &now(0)).is_none());
         assert!(VerifiedTokens::new(0).is_none());
     }
 }
