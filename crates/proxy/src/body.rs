@@ -85,7 +85,10 @@ where
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    let total = self.stats.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed)
+                    let total = self
+                        .stats
+                        .bytes_in
+                        .fetch_add(data.len() as u64, Ordering::Relaxed)
                         + data.len() as u64;
                     if total > self.limit {
                         self.stats.too_large.store(true, Ordering::Relaxed);

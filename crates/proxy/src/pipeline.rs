@@ -311,11 +311,7 @@ async fn run(
         Version::HTTP_11
     };
     parts.extensions = http::Extensions::new();
-    let body = LimitedBody::new(
-        body,
-        route.max_body,
-        ctx.body.clone(),
-    );
+    let body = LimitedBody::new(body, route.max_body, ctx.body.clone());
     let outbound = upstream::Outbound {
         parts,
         path_and_query,
@@ -430,9 +426,7 @@ fn redact_key_params(ctx: &mut Ctx, requirement: &AuthRequirement, snap: &Snapsh
 
 fn local_response(e: &GatewayError, ctx: &mut Ctx) -> Response<Body> {
     ctx.error = Some(e.code());
-    if e == &GatewayError::PayloadTooLarge
-        || ctx.body.too_large()
-    {
+    if e == &GatewayError::PayloadTooLarge || ctx.body.too_large() {
         // The rest of the body was not read; the connection cannot be reused (S12).
         ctx.close = true;
     }
@@ -532,7 +526,9 @@ fn finish(
     let mut ctx = ctx;
     if let Some(route) = ctx.route.and_then(|i| active.snapshot.routes.get(i)) {
         if let Some(policy) = &route.rate_limit_policy {
-            parts.headers.insert(RATELIMIT_POLICY.clone(), policy.clone());
+            parts
+                .headers
+                .insert(RATELIMIT_POLICY.clone(), policy.clone());
             if let Some(v) = ctx.ratelimit.take() {
                 parts.headers.insert(RATELIMIT.clone(), v);
             }

@@ -424,7 +424,10 @@ mod tests {
         log.write(&rec);
         let mut batch = Vec::new();
         pending.take(&mut batch);
-        let lines: Vec<&[u8]> = batch.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+        let lines: Vec<&[u8]> = batch
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
         assert_eq!(lines.len(), 2);
         let v: serde_json::Value = serde_json::from_slice(lines[1]).expect("json");
         assert_eq!(v["request_id"], "r1");

@@ -410,3 +410,82 @@ mod tests {
         assert_eq!(d.eof(), Ok(()));
     }
 }
+
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A valid chunked encoding of `body`, chunked at `cuts`, with optional extensions.
+    fn encode(body: &[u8], cuts: &[usize], ext: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+        points.push(body.len());
+        points.sort_unstable();
+        for p in points {
+            if p <= start {
+                continue;
+            }
+            out.extend_from_slice(format!("{:x}", p - start).as_bytes());
+            if ext {
+                out.extend_from_slice(b";a=b");
+            }
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&body[start..p]);
+            out.extend_from_slice(b"\r\n");
+            start = p;
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any valid encoding, fed in any pieces, decodes to the body and stops exactly at
+        /// its end (what follows is the next message, untouched).
+        #[test]
+        fn chunked_round_trips_in_any_split(
+            body in proptest::collection::vec(any::<u8>(), 0..600),
+            cuts in proptest::collection::vec(any::<usize>(), 0..6),
+            ext in any::<bool>(),
+            step in 1usize..64,
+            max in 1usize..128,
+        ) {
+            let mut wire = encode(&body, &cuts, ext);
+            let enc_len = wire.len();
+            wire.extend_from_slice(b"NEXT");
+            let mut d = Decoder::chunked();
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            let mut fed = 0;
+            loop {
+                match d.decode(&mut buf, max).expect("valid encoding") {
+                    Decoded::Data(b) => got.extend_from_slice(&b),
+                    Decoded::Done => break,
+                    Decoded::NeedMore => {
+                        prop_assert!(fed < wire.len(), "needs more after all input");
+                        let end = (fed + step).min(wire.len());
+                        buf.extend_from_slice(&wire[fed..end]);
+                        fed = end;
+                    }
+                }
+            }
+            prop_assert_eq!(got, body);
+            prop_assert_eq!(fed - buf.len(), enc_len);
+        }
+
+        /// Arbitrary bytes never panic, and never yield more data than was fed.
+        #[test]
+        fn chunked_never_panics(input in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let mut d = Decoder::chunked();
+            let mut buf = BytesMut::from(&input[..]);
+            let mut out = 0usize;
+            while let Ok(Decoded::Data(b)) = d.decode(&mut buf, 64) {
+                out += b.len();
+            }
+            prop_assert!(out <= input.len());
+        }
+    }
+}

@@ -348,8 +348,8 @@ pub fn parse_response(
     let mut heap = Vec::new();
     let slots = header_slots(&mut stack, &mut heap, max_headers + 1);
     let mut resp = httparse::Response::new(&mut []);
-    let parsed =
-        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, &head, slots);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, &head, slots);
     match parsed {
         Ok(httparse::Status::Complete(n)) if n == end => {}
         Err(httparse::Error::TooManyHeaders) => return Err(ResponseError::TooLarge),
@@ -370,7 +370,8 @@ pub fn parse_response(
     let mut reusable = version == Version::HTTP_11;
     let mut framing_error = false;
     for h in resp.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| ResponseError::Malformed)?;
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| ResponseError::Malformed)?;
         let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
             .map_err(|_| ResponseError::Malformed)?;
         if name == header::CONTENT_LENGTH {
@@ -791,5 +792,63 @@ mod tests {
         let mut out = BytesMut::new();
         chunk_header(&mut out, 0x1a2);
         assert_eq!(&out[..], b"1a2\r\n");
+    }
+}
+
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn byte_soup() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"GET / HTTP/1.1\r\n".to_vec()),
+            Just(b"POST /a HTTP/1.0\r\n".to_vec()),
+            Just(b"Host: a\r\n".to_vec()),
+            Just(b"Content-Length: 5\r\n".to_vec()),
+            Just(b"Transfer-Encoding: chunked\r\n".to_vec()),
+            Just(b"Connection: close, x\r\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"\r".to_vec()),
+            Just(b" ".to_vec()),
+            Just(b":".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..8),
+        ];
+        proptest::collection::vec(piece, 0..16).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Whatever the bytes: no panic; a head that parses has exactly one framing, never
+        /// a bare CR in any header value, and the head is removed from the buffer.
+        #[test]
+        fn request_heads_parse_or_fail_cleanly(input in byte_soup()) {
+            let mut buf = BytesMut::from(&input[..]);
+            if let Some(end) = find_head_end(&buf, 0) {
+                let before = buf.len();
+                match parse_request(&mut buf, end, &HeadLimits::default()) {
+                    Ok(Some(h)) => {
+                        prop_assert_eq!(buf.len(), before - end);
+                        let cl = h.parts.headers.get_all(header::CONTENT_LENGTH).iter().count();
+                        let te = h.parts.headers.get_all(header::TRANSFER_ENCODING).iter().count();
+                        prop_assert!(cl + te <= 1);
+                        match h.framing {
+                            Framing::Chunked => prop_assert_eq!(te, 1),
+                            Framing::Length(_) => prop_assert_eq!(cl, 1),
+                            Framing::None => prop_assert_eq!(te, 0),
+                        }
+                        for v in h.parts.headers.values() {
+                            prop_assert!(!v.as_bytes().contains(&b'\r'));
+                            prop_assert!(!v.as_bytes().contains(&b'\n'));
+                        }
+                    }
+                    Ok(None) | Err(_) => {}
+                }
+            }
+            let mut resp = BytesMut::from(&input[..]);
+            let _ = parse_response(&mut resp, 64 * 1024, 100, false);
+        }
     }
 }

@@ -360,7 +360,10 @@ pub fn bearer_bytes(headers: &HeaderMap) -> Result<&[u8], AuthFailure> {
         return Err(AuthFailure::Invalid);
     }
     let v = v.as_bytes();
-    let sp = v.iter().position(|b| *b == b' ').ok_or(AuthFailure::Missing)?;
+    let sp = v
+        .iter()
+        .position(|b| *b == b' ')
+        .ok_or(AuthFailure::Missing)?;
     if !v[..sp].eq_ignore_ascii_case(b"bearer") {
         // Another scheme (Basic...) is not a credential for this provider.
         return Err(AuthFailure::Missing);
@@ -410,10 +413,7 @@ pub(crate) fn consumer_headers(
     out: &mut Vec<(HeaderName, HeaderValue)>,
 ) {
     let c = &snap.auth.consumers[consumer];
-    out.push((
-        X_CONSUMER_USERNAME.clone(),
-        c.header_name.clone(),
-    ));
+    out.push((X_CONSUMER_USERNAME.clone(), c.header_name.clone()));
     if let Some(g) = &c.header_groups {
         out.push((X_CONSUMER_GROUPS.clone(), g.clone()));
     }
