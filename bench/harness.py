@@ -369,6 +369,43 @@ def callgrind_total(path):
     raise RuntimeError(f"no totals in {path}")
 
 
+def callgrind_count(name, start_fn, cg_dir, profile=True):
+    """User-space instructions per request under callgrind: zero the counters after a
+    warm-up, send exactly N requests, dump; zero again, stay idle for as long, dump;
+    (busy - idle) / N. `start_fn(wrap)` starts the subject under the given command prefix."""
+    out_file = cg_dir / f"{name}.%p"
+    wrap = ("valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={out_file}")
+    s = start_fn(wrap)
+    pid = s.proc.pid
+    h2load(s.url, ARGS.instr_warmup, 4, timeout=900, headers=s.headers)
+
+    def control(flag):
+        subprocess.run(["callgrind_control", flag, str(pid)], check=True, capture_output=True, timeout=120)
+
+    control("-z")
+    wall = h2load(s.url, ARGS.instr_requests, 8, timeout=1800, headers=s.headers)
+    control("-d")
+    busy = cg_dir / f"{name}.{pid}.1"
+    control("-z")
+    idle_s = min(wall, 30.0)
+    time.sleep(idle_s)
+    control("-d")
+    idle = cg_dir / f"{name}.{pid}.2"
+    busy_ir, idle_ir = callgrind_total(busy), callgrind_total(idle)
+    per_req = (busy_ir - idle_ir * wall / idle_s) / ARGS.instr_requests
+    log(f"instructions {name:16} {per_req:10.0f} user instr/request (busy {busy_ir} idle {idle_ir} over {wall:.1f}s)")
+    if profile:
+        top = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=99", str(busy)],
+                             capture_output=True, text=True, timeout=300).stdout
+        (Path(ARGS.out) / f"profile-{name}.txt").write_text(top)
+        top_incl = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=99", str(busy)],
+                                  capture_output=True, text=True, timeout=300).stdout
+        (Path(ARGS.out) / f"profile-{name}-inclusive.txt").write_text(top_incl)
+    stop(s.proc, grace=60)
+    return {"user": per_req, "kernel": None, "counter": "callgrind",
+            "busy_ir": busy_ir, "idle_ir": idle_ir, "wall_s": wall}
+
+
 def section_instructions(upstream, results):
     """User-space instructions per request. `perf stat -e instructions:u,instructions:k`
     when the machine has a PMU; otherwise callgrind (user space only): zero the counters
@@ -402,36 +439,7 @@ def section_instructions(upstream, results):
             }
             stop(s.proc)
             continue
-        out_file = cg_dir / f"{kind}.%p"
-        wrap = ("valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={out_file}")
-        s = start_subject(kind, upstream.port, wrap=wrap)
-        pid = s.proc.pid
-        h2load(s.url, ARGS.instr_warmup, 4, timeout=900, headers=s.headers)
-
-        def control(flag):
-            subprocess.run(["callgrind_control", flag, str(pid)], check=True, capture_output=True, timeout=120)
-
-        control("-z")
-        wall = h2load(s.url, ARGS.instr_requests, 8, timeout=1800, headers=s.headers)
-        control("-d")
-        busy = cg_dir / f"{kind}.{pid}.1"
-        control("-z")
-        idle_s = min(wall, 30.0)
-        time.sleep(idle_s)
-        control("-d")
-        idle = cg_dir / f"{kind}.{pid}.2"
-        busy_ir, idle_ir = callgrind_total(busy), callgrind_total(idle)
-        per_req = (busy_ir - idle_ir * wall / idle_s) / ARGS.instr_requests
-        log(f"instructions {kind:16} {per_req:10.0f} user instr/request (busy {busy_ir} idle {idle_ir} over {wall:.1f}s)")
-        top = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=99", str(busy)],
-                             capture_output=True, text=True, timeout=300).stdout
-        (Path(ARGS.out) / f"profile-{kind}.txt").write_text(top)
-        top_incl = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=99", str(busy)],
-                                  capture_output=True, text=True, timeout=300).stdout
-        (Path(ARGS.out) / f"profile-{kind}-inclusive.txt").write_text(top_incl)
-        out[kind] = {"user": per_req, "kernel": None, "counter": "callgrind",
-                     "busy_ir": busy_ir, "idle_ir": idle_ir, "wall_s": wall}
-        stop(s.proc, grace=60)
+        out[kind] = callgrind_count(kind, lambda wrap, k=kind: start_subject(k, upstream.port, wrap=wrap), cg_dir)
     results["instructions"] = out
     results["instructions_params"] = {"requests": ARGS.instr_requests, "warmup": ARGS.instr_warmup, "counter": mode}
 
@@ -456,6 +464,15 @@ def section_routes(upstream, results):
         out[str(n)] = {"rps_median": med, "rps_runs": [round(x) for x in runs[n]],
                        "vs_first": med / base, "rss_kib": mem_kib(s.proc.pid)["VmRSS"]}
         stop(s.proc)
+    # Throughput on shared cores swings more than the 5 % this section looks for; the
+    # instruction count per request (callgrind) shows whether lookup cost grows with routes.
+    if ARGS.counter == "callgrind":
+        cg_dir = Path(ARGS.out) / "callgrind"
+        cg_dir.mkdir(parents=True, exist_ok=True)
+        for n in ARGS.route_counts:
+            c = callgrind_count(f"routes-{n}", lambda wrap, n=n: start_gatehouse(
+                f"gatehouse-{n}routes-cg", upstream.port, routes=n, wrap=wrap), cg_dir, profile=False)
+            out[str(n)]["instr_user"] = c["user"]
     results["routes"] = out
 
 
@@ -582,10 +599,11 @@ def summary(results):
         L.append("")
     if "routes" in results:
         L.append("## Route scale (Gatehouse, access log off)\n")
-        L.append("| routes | req/s (median) | vs 1 route | RSS MiB |")
-        L.append("|---:|---:|---:|---:|")
+        L.append("| routes | req/s (median) | vs 1 route | instr/req user | RSS MiB |")
+        L.append("|---:|---:|---:|---:|---:|")
         for n, r in results["routes"].items():
-            L.append(f"| {int(n):,} | {fmt_int(r['rps_median'])} | {r['vs_first'] * 100:.1f}% | {mib(r['rss_kib'])} |")
+            L.append(f"| {int(n):,} | {fmt_int(r['rps_median'])} | {r['vs_first'] * 100:.1f}% | "
+                     f"{fmt_int(r.get('instr_user'))} | {mib(r['rss_kib'])} |")
         L.append("")
     if "idle" in results:
         L.append(f"## Idle keep-alive connections (each served one request, then idle {ARGS.idle_settle} s)\n")

@@ -6,9 +6,10 @@
 #   bench/run.sh --quick --sections throughput,instructions --label after
 #
 # Installs what it needs from Debian's packages when missing (nginx, wrk, nghttp2-client for
-# h2load, valgrind, openssl for the chain's RS256 token; linux-perf when available), builds the release binary, then runs
-# bench/harness.py, which writes bench/out/summary.md (and results-LABEL.json, callgrind
-# profiles). Every flag is passed to the harness: `bench/harness.py --help`.
+# h2load, valgrind, openssl for the chain's RS256 token; linux-perf when available), builds
+# the release binary, then runs bench/harness.py, which writes bench/out/summary.md (and
+# results-LABEL.json, callgrind profiles). Every flag is passed to the harness:
+# `bench/harness.py --help`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
