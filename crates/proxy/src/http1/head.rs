@@ -219,22 +219,9 @@ pub fn parse_request(
             }
             cl_seen = true;
         } else if name == header::CONNECTION {
-            let mut nominates = false;
-            for token in value.as_bytes().split(|b| *b == b',') {
-                let t = token.trim_ascii();
-                if t.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                    if version == Version::HTTP_10 {
-                        keep_alive = true;
-                    }
-                } else {
-                    nominates = true;
-                }
-            }
             // `close` / `keep-alive` only: understood here, and hop-by-hop, so the pipeline
             // would only remove it again. A field naming other headers stays for it (X1).
-            if !nominates {
+            if !connection_tokens(value.as_bytes(), version, &mut keep_alive) {
                 continue;
             }
         } else if name == KEEP_ALIVE {
@@ -283,6 +270,26 @@ pub fn parse_request(
         expect_continue,
         upgrade,
     }))
+}
+
+/// Reads a `Connection` field: `close` clears `keep_alive`, `keep-alive` sets it on
+/// HTTP/1.0 (1.1 keeps alive by default). `true` when it also names other fields (which
+/// are hop-by-hop for this message and must be removed by the pipeline, X1).
+fn connection_tokens(value: &[u8], version: Version, keep_alive: &mut bool) -> bool {
+    let mut nominates = false;
+    for token in value.split(|b| *b == b',') {
+        let t = token.trim_ascii();
+        if t.eq_ignore_ascii_case(b"close") {
+            *keep_alive = false;
+        } else if t.eq_ignore_ascii_case(b"keep-alive") {
+            if version == Version::HTTP_10 {
+                *keep_alive = true;
+            }
+        } else {
+            nominates = true;
+        }
+    }
+    nominates
 }
 
 /// `Content-Length`: 1 to 19 ASCII digits, nothing else (no sign, list, space or hex; S4).
@@ -387,20 +394,7 @@ pub fn parse_response(
                 .eq_ignore_ascii_case(b"chunked");
             te = Some(te.is_none() && chunked);
         } else if name == header::CONNECTION {
-            let mut nominates = false;
-            for token in value.as_bytes().split(|b| *b == b',') {
-                let t = token.trim_ascii();
-                if t.eq_ignore_ascii_case(b"close") {
-                    reusable = false;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                    if version == Version::HTTP_10 {
-                        reusable = true;
-                    }
-                } else {
-                    nominates = true;
-                }
-            }
-            if !nominates {
+            if !connection_tokens(value.as_bytes(), version, &mut reusable) {
                 continue;
             }
         } else if name == KEEP_ALIVE {
@@ -464,18 +458,8 @@ fn put_headers(out: &mut BytesMut, headers: &HeaderMap) {
     }
 }
 
-fn put_decimal(out: &mut BytesMut, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_slice(&digits[i..]);
+fn put_decimal(out: &mut BytesMut, n: u64) {
+    out.put_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// A request head for an upstream: origin-form target, the headers as the pipeline left
