@@ -492,3 +492,48 @@ async fn f18_panic_becomes_500_and_process_keeps_serving() {
     // Only the 5 non-panicking requests reached the upstream: /after, /fresh, 2 × h2, /ok.
     assert_eq!(up.hits(), 5);
 }
+
+/// X5: an upstream response head with a 1 MiB field, or 10,000 fields, is a 502 (the head
+/// is bounded at 128 KiB and 200 fields: at most that much is buffered), its connection is not
+/// reused, and a large but legal head still passes.
+#[tokio::test]
+async fn x5_oversized_upstream_response_heads_are_502() {
+    let mut big = b"HTTP/1.1 200 OK\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 1024 * 1024));
+    big.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+    let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..10_000 {
+        many.extend_from_slice(format!("X-H{i}: 1\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    for (what, response) in [("1 MiB field", big), ("10,000 fields", many)] {
+        let up = RawUpstream::start(RawScript::Respond(response))
+            .await
+            .expect("upstream");
+        let gw = TestGateway::start(&simple_config(&up.url()))
+            .await
+            .expect("gateway");
+        for _ in 0..2 {
+            let r = raw_roundtrip(gw.addr(), &get("/x5")).await.expect("resp");
+            assert_eq!(r.status, 502, "{what}: {}", r.body_str());
+            assert_error_body(&r, "bad_gateway", up.addr());
+        }
+        assert!(wait_for(T, || up.total_requests_seen() == 2).await);
+        assert_eq!(up.connections(), 2, "{what}: connection reused");
+    }
+    // 150 fields of ~100 bytes (15 KiB): within the bounds, passed on.
+    let mut ok = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..150 {
+        ok.extend_from_slice(format!("X-H{i}: {}\r\n", "v".repeat(90)).as_bytes());
+    }
+    ok.extend_from_slice(b"Content-Length: 2\r\n\r\nok");
+    let up = RawUpstream::start(RawScript::Respond(ok))
+        .await
+        .expect("up");
+    let gw = TestGateway::start(&simple_config(&up.url()))
+        .await
+        .expect("gateway");
+    let r = raw_roundtrip(gw.addr(), &get("/fine")).await.expect("resp");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-h149").map(str::len), Some(90));
+}
