@@ -167,6 +167,16 @@ pub struct Target {
     pub in_flight: AtomicUsize,
 }
 
+impl Target {
+    /// The host to connect to or resolve: a name, or an IP literal without its brackets.
+    pub fn host(&self) -> &str {
+        self.authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+    }
+}
+
 pub struct Upstream {
     pub name: String,
     pub targets: Vec<Target>,

@@ -164,9 +164,7 @@ impl HttpBody for RequestBody {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::H1(b) => Pin::new(b).poll_frame(cx),
-            RequestBody::H2(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(|e| -> BoxError { Box::new(e) }))),
+            RequestBody::H2(b) => poll_incoming(b, cx),
         }
     }
 
@@ -185,6 +183,15 @@ impl HttpBody for RequestBody {
             RequestBody::H2(b) => b.size_hint(),
         }
     }
+}
+
+fn poll_incoming(
+    b: &mut hyper::body::Incoming,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    Pin::new(b)
+        .poll_frame(cx)
+        .map(|f| f.map(|r| r.map_err(|e| -> BoxError { Box::new(e) })))
 }
 
 /// An upstream response body: from the gateway's HTTP/1.1 client, or hyper's HTTP/2 one.
@@ -213,9 +220,7 @@ impl HttpBody for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx),
-            UpstreamBody::H2(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(|e| -> BoxError { Box::new(e) }))),
+            UpstreamBody::H2(b) => poll_incoming(b, cx),
         }
     }
 

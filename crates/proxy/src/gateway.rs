@@ -158,11 +158,7 @@ impl Shared {
         let mut every = Duration::MAX;
         for u in &snap.upstreams {
             for t in &u.targets {
-                let host = t
-                    .authority
-                    .host()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']');
+                let host = t.host();
                 if host.parse::<std::net::IpAddr>().is_err() && !hosts.iter().any(|h| h == host) {
                     hosts.push(host.to_string());
                     every = every.min(u.dns_refresh);

@@ -10,7 +10,6 @@ use http::{header, HeaderMap, Method, Response, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use gatehouse_core::GatewayError;
@@ -68,8 +67,7 @@ pub fn tunnel(
     let permit = conn.take_permit();
     // A tunnel outlives the HTTP connection it came from: it counts as an open connection
     // for graceful shutdown and is force-closed at the hard deadline (F11).
-    shared.open_connections.fetch_add(1, Ordering::Relaxed);
-    shared.metrics.connections.inc();
+    let guard = crate::server::conn::ConnGuard::new(&shared);
     let mut hard_stop = shared.hard_stop.subscribe();
     tokio::spawn(async move {
         tokio::select! {
@@ -81,8 +79,7 @@ pub fn tunnel(
             } => {}
             _ = hard_stop.wait_for(|stop| *stop) => {}
         }
-        shared.metrics.connections.dec();
-        shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+        drop(guard);
         drop(permit);
     });
     true

@@ -872,6 +872,70 @@ async fn s12_unread_body_not_smuggled() {
     }
 }
 
+/// S12, by size: a small unread body after a local answer is read and discarded by its
+/// framing and the connection serves the next request; a large one (past the 64 KiB the
+/// gateway discards) closes the connection after the answer, which still arrives whole
+/// (the rest is read for a moment, so the client is not reset before it reads it).
+#[tokio::test]
+async fn s12_small_unread_body_keeps_the_connection_a_large_one_closes_it() {
+    let rig = Rig::with(RawScript::ok("ok"), s12_config).await;
+    let smuggled = S12_SMUGGLED.as_bytes();
+
+    let mut chunked = Vec::new();
+    chunked.extend_from_slice(
+        b"POST /p HTTP/1.1\r\nHost: other.test\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    chunked.extend_from_slice(format!("{:x}\r\n", smuggled.len()).as_bytes());
+    chunked.extend_from_slice(smuggled);
+    chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+    let mut c = rig.connect().await;
+    c.write(&chunked).await.expect("write");
+    let r = c.read_response(T).await.expect("404");
+    assert_eq!(r.status, 404);
+    c.write(b"GET /ok HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .await
+        .expect("write follow-up");
+    let r = c.read_response(T).await.expect("follow-up");
+    assert_eq!(
+        r.status, 200,
+        "the drained connection serves the next request"
+    );
+
+    let before = rig.up.requests().len();
+    let mut big = smuggled.repeat(200 * 1024 / smuggled.len());
+    big.truncate(200 * 1024);
+    let head = format!(
+        "POST /p HTTP/1.1\r\nHost: other.test\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    );
+    let mut c = rig.connect().await;
+    c.write(&[head.as_bytes(), &big].concat())
+        .await
+        .expect("write");
+    let r = c
+        .read_response(T)
+        .await
+        .expect("404 despite the unread body");
+    assert_eq!(r.status, 404);
+    let _ = c.write(b"GET /ok HTTP/1.1\r\nHost: api.test\r\n\r\n").await;
+    let rest = c.read_until_timeout(Duration::from_millis(500)).await;
+    assert!(
+        parse_responses(&rest, false).is_empty(),
+        "answered after an undrained body: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(
+        c.is_closed(T).await,
+        "connection kept after a 200 KiB unread body"
+    );
+    assert_eq!(
+        rig.up.requests().len(),
+        before,
+        "the body reached the upstream"
+    );
+    assert!(!rig.up.received_contains(b"/admin"));
+}
+
 /// A response the recorder sends after the bad one: it must never reach a client.
 const S13_EVIL: &str = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-Evil: 1\r\n\r\nevil";
 

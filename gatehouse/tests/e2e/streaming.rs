@@ -1,6 +1,8 @@
 //! Bodies stream both ways: large uploads and downloads pass through without being
 //! buffered (RSS stays flat), chunked and HTTP/2 included.
 
+use std::time::Duration;
+
 use futures_util::StreamExt;
 
 use crate::common::*;
@@ -13,6 +15,8 @@ fn rss_kib() -> u64 {
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .expect("VmRSS")
 }
+
+const T: Duration = Duration::from_secs(10);
 
 const BIG: u64 = 256 * 1024 * 1024;
 
@@ -123,4 +127,54 @@ async fn upstream_connections_are_pooled_and_reused() {
         "{} upstream connections for 20 sequential requests",
         up.connections()
     );
+}
+
+/// A pooled upstream connection is closed by the gateway once idle for the upstream's
+/// `timeouts.idle` (not left open until the upstream gives up), and the next request opens a
+/// fresh one.
+#[tokio::test]
+async fn idle_pooled_upstream_connections_are_closed_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let yaml = format!(
+        "listeners:\n  - name: public\n    addr: 127.0.0.1:0\nupstreams:\n  app:\n    targets:\n      - url: http://{addr}\n    timeouts: {{ idle: 300ms }}\nroutes:\n  - name: all\n    match: {{ path: /* }}\n    upstream: app\n"
+    );
+    let gw = TestGateway::start(&yaml).await.expect("gw");
+    let c = client();
+    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    for round in 0..2 {
+        let req = tokio::spawn(c.get(gw.url("/p")).send());
+        let (mut conn, _) = tokio::time::timeout(T, listener.accept())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: no new upstream connection"))
+            .expect("accept");
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.expect("read request");
+            assert!(n > 0, "gateway closed before sending the request");
+            got.extend_from_slice(&buf[..n]);
+        }
+        conn.write_all(answer).await.expect("answer");
+        let resp = req.await.expect("task").expect("response");
+        assert_eq!(resp.text().await.expect("body"), "ok");
+        // Idle in the pool: closed by the gateway within about the idle timeout.
+        let started = std::time::Instant::now();
+        let n = tokio::time::timeout(Duration::from_secs(3), conn.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: idle pooled connection kept open"))
+            .unwrap_or(0);
+        assert_eq!(
+            n, 0,
+            "round {round}: unexpected bytes on an idle connection"
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(250),
+            "round {round}: closed after {waited:?}, before the idle timeout"
+        );
+    }
 }

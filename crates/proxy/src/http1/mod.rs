@@ -17,6 +17,7 @@
 
 pub mod decode;
 pub mod head;
+pub mod write;
 
 use std::io;
 use std::pin::Pin;

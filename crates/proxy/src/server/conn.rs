@@ -99,6 +99,11 @@ impl Stopper {
         self.hard.load(Ordering::Acquire)
     }
 
+    /// Stopping gracefully or hard: no new connections or requests.
+    pub fn stopping(&self) -> bool {
+        self.grace().is_some() || self.hard_stopped()
+    }
+
     /// A waiter for the next stop or poke. Call `enable()` on it, then look at the flags,
     /// so a signal sent in between is not missed.
     pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {

@@ -40,13 +40,14 @@ use crate::body::{BoxError, ClientBodyError, RequestBody, ResponseBody};
 use crate::gateway::Shared;
 use crate::http1::decode::{Decoded, Decoder};
 use crate::http1::head::{self, BodyFraming, Framing, HeadError, RequestHead};
+use crate::http1::write::{write_body, Delimit, Sink, WriteBodyError};
 use crate::http1::{poll_read_buf, poll_write_all, Io, Prefixed, Upgraded};
 use crate::pipeline;
 use crate::server::conn::{ConnGuard, ConnInfo, Stopper};
 use crate::server::park::{Park, Parked};
 use crate::server::ConnLimits;
 
-/// Stack buffer for the first read of a request on an idle connection.
+/// Stack buffer for the first read of a request on an idle connection (and for discarding).
 const IDLE_READ: usize = 4096;
 /// A plaintext connection idle this long after a request is parked (no task of its own)
 /// until its next request: busy connections never are, idle ones cost a fraction of a task.
@@ -55,8 +56,6 @@ pub const PARK_AFTER: Duration = Duration::from_secs(1);
 const READ_CHUNK: usize = 16 * 1024;
 /// Largest data frame handed to the pipeline at once.
 const MAX_FRAME: usize = 64 * 1024;
-/// Response bytes gathered into one write (head + small body chunks).
-const WRITE_COALESCE: usize = 16 * 1024;
 /// After an answer that left a request body unread: how long, and how much, of the rest is
 /// read and discarded before closing (so the client is not reset before it reads the answer).
 const LINGER_TIME: Duration = Duration::from_secs(2);
@@ -528,6 +527,16 @@ pub(super) fn read_idle<I: Io>(
     conn: &Mutex<ConnIo<I>>,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
+    read_stack(conn, cx, true)
+}
+
+/// Reads into a stack buffer; the bytes are appended to the read buffer when `keep`, else
+/// discarded. `Ok(0)`: end of stream (or the stream is gone).
+fn read_stack<I: Io>(
+    conn: &Mutex<ConnIo<I>>,
+    cx: &mut Context<'_>,
+    keep: bool,
+) -> Poll<io::Result<usize>> {
     let mut g = lock(conn);
     let s = &mut *g;
     let Some(io) = s.io.as_mut() else {
@@ -539,7 +548,7 @@ pub(super) fn read_idle<I: Io>(
     match Pin::new(io).poll_read(cx, &mut rb) {
         Poll::Ready(Ok(())) => {
             let n = rb.filled().len();
-            if n > 0 {
+            if keep && n > 0 {
                 s.rbuf.reserve(n.max(1024));
                 s.rbuf.extend_from_slice(rb.filled());
             }
@@ -547,6 +556,20 @@ pub(super) fn read_idle<I: Io>(
         }
         Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         Poll::Pending => Poll::Pending,
+    }
+}
+
+/// Reads what is available into the connection's read buffer. `Ok(0)`: end of stream.
+fn poll_fill<I: Io>(
+    conn: &Mutex<ConnIo<I>>,
+    cx: &mut Context<'_>,
+    reserve: usize,
+) -> Poll<io::Result<usize>> {
+    let mut g = lock(conn);
+    let s = &mut *g;
+    match s.io.as_mut() {
+        Some(io) => poll_read_buf(io, cx, &mut s.rbuf, reserve),
+        None => Poll::Ready(Ok(0)),
     }
 }
 
@@ -570,14 +593,7 @@ async fn h2_preface<I: Io>(conn: &Mutex<ConnIo<I>>) -> Preface {
                 return Preface::H2;
             }
         }
-        let r = std::future::poll_fn(|cx| {
-            let mut g = lock(conn);
-            let s = &mut *g;
-            match s.io.as_mut() {
-                Some(io) => poll_read_buf(io, cx, &mut s.rbuf, 1024),
-                None => Poll::Ready(Ok(0)),
-            }
-        });
+        let r = std::future::poll_fn(|cx| poll_fill(conn, cx, 1024));
         match tokio::time::timeout(Duration::from_secs(10), r).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return Preface::Closed,
@@ -625,14 +641,7 @@ async fn read_head<I: Io>(conn: &Mutex<ConnIo<I>>, limits: &ConnLimits) -> ReadH
             scanned = s.rbuf.len();
         }
         let due = *deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
-        let read = std::future::poll_fn(|cx| {
-            let mut g = lock(conn);
-            let s = &mut *g;
-            match s.io.as_mut() {
-                Some(io) => poll_read_buf(io, cx, &mut s.rbuf, READ_CHUNK),
-                None => Poll::Ready(Ok(0)),
-            }
-        });
+        let read = std::future::poll_fn(|cx| poll_fill(conn, cx, READ_CHUNK));
         match tokio::time::timeout_at(due, read).await {
             Ok(Ok(n)) if n > 0 => {}
             // Closed mid-head, or the head took longer than header_timeout (slowloris, L4):
@@ -771,30 +780,17 @@ async fn exchange<I: Io>(
 /// [`DRAIN_LIMIT`] bytes and [`DRAIN_TIME`].
 async fn drain_body<I: Io>(conn: &Mutex<ConnIo<I>>) -> bool {
     let mut total = 0usize;
-    let drain = std::future::poll_fn(|cx| {
-        let mut g = lock(conn);
-        let s = &mut *g;
-        loop {
-            match s.body.decode(&mut s.rbuf, MAX_FRAME) {
-                Ok(Decoded::Data(b)) => {
-                    total += b.len();
-                    if total > DRAIN_LIMIT {
-                        return Poll::Ready(false);
-                    }
-                    continue;
+    let drain = std::future::poll_fn(|cx| loop {
+        match conn.poll_body(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                total += b.len();
+                if total > DRAIN_LIMIT {
+                    return Poll::Ready(false);
                 }
-                Ok(Decoded::Done) => return Poll::Ready(true),
-                Ok(Decoded::NeedMore) => {}
-                Err(_) => return Poll::Ready(false),
             }
-            let Some(io) = s.io.as_mut() else {
-                return Poll::Ready(false);
-            };
-            match poll_read_buf(io, cx, &mut s.rbuf, READ_CHUNK) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(false),
-                Poll::Ready(Ok(_)) => {}
-                Poll::Pending => return Poll::Pending,
-            }
+            Poll::Ready(Some(Err(_))) => return Poll::Ready(false),
+            Poll::Ready(None) => return Poll::Ready(true),
+            Poll::Pending => return Poll::Pending,
         }
     });
     tokio::time::timeout(DRAIN_TIME, drain)
@@ -863,75 +859,42 @@ async fn write_response<I: Io>(
         declared_for_head,
         connection,
     );
-    if framing == BodyFraming::None {
-        drop(body);
-        write_timed(conn, out.freeze(), idle).await?;
-        return Ok(close);
-    }
-    let chunked = framing == BodyFraming::Chunked;
-    loop {
-        // Take what the body has ready without waiting; flush before waiting for more.
-        let next = match poll_once(&mut body).await {
-            Some(f) => f,
-            None => {
-                if !out.is_empty() {
-                    write_timed(conn, out.split().freeze(), idle).await?;
-                }
-                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+    let delimit = match framing {
+        BodyFraming::None => {
+            drop(body);
+            write_timed(conn, out.freeze(), idle).await?;
+            return Ok(close);
+        }
+        BodyFraming::Length(n) => Delimit::Length(n),
+        BodyFraming::Chunked => Delimit::Chunked,
+        BodyFraming::Close => Delimit::Close,
+    };
+    let mut sink = ClientSink { conn, idle };
+    match write_body(&mut body, &mut out, delimit, &mut sink).await {
+        Ok(()) => Ok(close),
+        // The client went away, or the body failed midway: what arrived was sent, without
+        // the terminating chunk or short of its length, so the client sees the truncation
+        // (F4); the connection closes.
+        Err(WriteBodyError::Io(e)) => Err(e),
+        Err(e) => {
+            if !out.is_empty() {
+                let _ = write_timed(conn, out.freeze(), idle).await;
             }
-        };
-        match next {
-            Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else {
-                    // Trailers: HTTP/1.1 clients did not ask for them (no `TE: trailers`).
-                    continue;
-                };
-                if data.is_empty() {
-                    continue;
-                }
-                if chunked {
-                    head::chunk_header(&mut out, data.len());
-                }
-                if out.len() + data.len() <= WRITE_COALESCE {
-                    out.extend_from_slice(&data);
-                } else {
-                    if !out.is_empty() {
-                        write_timed(conn, out.split().freeze(), idle).await?;
-                    }
-                    write_timed(conn, data, idle).await?;
-                }
-                if chunked {
-                    out.extend_from_slice(b"\r\n");
-                }
-            }
-            Some(Err(_)) => {
-                // The upstream failed midway: send what arrived, then close without the
-                // terminating chunk, so the client sees the truncation (F4).
-                if !out.is_empty() {
-                    let _ = write_timed(conn, out.split().freeze(), idle).await;
-                }
-                return Err(io::Error::other("response body failed"));
-            }
-            None => {
-                if chunked {
-                    out.extend_from_slice(b"0\r\n\r\n");
-                }
-                if !out.is_empty() {
-                    write_timed(conn, out.freeze(), idle).await?;
-                }
-                return Ok(close);
-            }
+            Err(io::Error::other(e.to_string()))
         }
     }
 }
 
-/// Polls the body once: `Some` when a frame (or the end) is ready now.
-async fn poll_once(body: &mut ResponseBody) -> Option<Option<Result<Frame<Bytes>, BoxError>>> {
-    std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
-        Poll::Ready(f) => Poll::Ready(Some(f)),
-        Poll::Pending => Poll::Ready(None),
-    })
-    .await
+/// The client connection as the body writer's sink.
+struct ClientSink<'a, I> {
+    conn: &'a Mutex<ConnIo<I>>,
+    idle: Duration,
+}
+
+impl<I: Io> Sink for ClientSink<'_, I> {
+    async fn send(&mut self, bytes: Bytes) -> io::Result<()> {
+        write_timed(self.conn, bytes, self.idle).await
+    }
 }
 
 /// Writes `bytes`; a client that takes no bytes for `idle` is cut off (slow read, L6).
@@ -977,20 +940,9 @@ async fn linger<I: Io>(conn: &Mutex<ConnIo<I>>) {
     let mut total = 0usize;
     let drain = async {
         loop {
-            let n = std::future::poll_fn(|cx| {
-                let mut g = lock(conn);
-                let Some(io) = g.io.as_mut() else {
-                    return Poll::Ready(0);
-                };
-                let mut tmp = [const { std::mem::MaybeUninit::<u8>::uninit() }; 8192];
-                let mut rb = ReadBuf::uninit(&mut tmp);
-                match Pin::new(io).poll_read(cx, &mut rb) {
-                    Poll::Ready(Ok(())) => Poll::Ready(rb.filled().len()),
-                    Poll::Ready(Err(_)) => Poll::Ready(0),
-                    Poll::Pending => Poll::Pending,
-                }
-            })
-            .await;
+            let n = std::future::poll_fn(|cx| read_stack(conn, cx, false))
+                .await
+                .unwrap_or(0);
             total += n;
             if n == 0 || total >= LINGER_BYTES {
                 return;

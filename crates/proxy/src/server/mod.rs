@@ -117,7 +117,7 @@ async fn accept_loop(
         let stopped = stopper.notified();
         tokio::pin!(stopped);
         stopped.as_mut().enable();
-        if stopper.grace().is_some() || stopper.hard_stopped() {
+        if stopper.stopping() {
             break;
         }
         let accepted = tokio::select! {

@@ -77,7 +77,7 @@ async fn run<I: Io>(
         let stopped = stopper.notified();
         tokio::pin!(stopped);
         stopped.as_mut().enable();
-        if stopper.grace().is_some() || stopper.hard_stopped() {
+        if stopper.stopping() {
             break;
         }
         tokio::select! {

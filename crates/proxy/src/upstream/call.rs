@@ -101,12 +101,10 @@ async fn call_h2(
             Ok(resp)
         }
         Ok(Err(e)) => {
-            if ctx.body.too_large() {
-                return Err(GatewayError::PayloadTooLarge);
-            }
-            if has::<ClientBodyError>(&e) {
-                // The client's own body was malformed (bad chunk framing): its fault, 400.
-                return Err(GatewayError::BadRequest("malformed request body"));
+            if ctx.body.too_large() || has::<ClientBodyError>(&e) {
+                // The client's own body was too large or malformed: its fault, not the
+                // upstream's.
+                return Err(client_body_error(&e, ctx));
             }
             tracing::debug!(upstream = %target.url, error = %e, connect = e.is_connect(), "upstream request failed");
             if e.is_connect() {

@@ -117,12 +117,7 @@ impl ClientCache {
 }
 
 fn endpoint(u: &Upstream, t: &Target, tls: &TlsConnector) -> Endpoint {
-    let host = t
-        .authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
+    let host = t.host().to_string();
     let https = t.scheme == http::uri::Scheme::HTTPS;
     let port = t
         .authority

@@ -29,6 +29,7 @@ use tokio_rustls::TlsConnector;
 use crate::body::{Body, BoxError};
 use crate::http1::decode::{Decoded, Decoder};
 use crate::http1::head::{self, Framing, ResponseError, ResponseFraming};
+use crate::http1::write::{write_body, Delimit, Sink, WriteBodyError};
 use crate::http1::{poll_read_buf, poll_write_all, Io, Prefixed, Upgraded};
 
 use super::dns::DnsCache;
@@ -40,7 +41,6 @@ pub const MAX_RESPONSE_HEADERS: usize = 200;
 pub const MAX_IDLE: usize = 256;
 const READ_CHUNK: usize = 16 * 1024;
 const MAX_FRAME: usize = 64 * 1024;
-const WRITE_COALESCE: usize = 16 * 1024;
 
 /// TCP or TLS over TCP.
 pub enum Stream {
@@ -135,10 +135,6 @@ impl Pool {
             .clamp(Duration::from_millis(100), Duration::from_secs(10));
         tokio::spawn(reaper(weak, every));
         pool
-    }
-
-    pub fn idle_count(&self) -> usize {
-        lock(&self.idle).len()
     }
 
     /// A live idle connection, or `None`.
@@ -321,79 +317,29 @@ pub async fn send(
     }
 }
 
-/// Writes the head and the body. Small bodies that are ready go in the head's write.
+/// Writes the head and the body (small ready bodies in the head's write).
 async fn send_body(
     conn: &mut ClientConn,
     body: &mut Body,
     out: &mut BytesMut,
     framing: Framing,
 ) -> Result<(), SendError> {
-    let chunked = framing == Framing::Chunked;
-    let mut sent: u64 = 0;
-    loop {
-        let ready = std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
-            Poll::Ready(f) => Poll::Ready(Some(f)),
-            Poll::Pending => Poll::Ready(None),
+    let delimit = match framing {
+        Framing::Length(n) => Delimit::Length(n),
+        _ => Delimit::Chunked,
+    };
+    write_body(body, out, delimit, &mut conn.stream)
+        .await
+        .map_err(|e| match e {
+            WriteBodyError::Io(e) => SendError::Io(e),
+            WriteBodyError::Body(e) => SendError::Body(e),
+            e @ WriteBodyError::Length { .. } => SendError::Body(e.to_string().into()),
         })
-        .await;
-        let next = match ready {
-            Some(f) => f,
-            None => {
-                if !out.is_empty() {
-                    write(&mut conn.stream, out.split().freeze())
-                        .await
-                        .map_err(SendError::Io)?;
-                }
-                std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
-            }
-        };
-        match next {
-            Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                if data.is_empty() {
-                    continue;
-                }
-                sent += data.len() as u64;
-                if let Framing::Length(n) = framing {
-                    if sent > n {
-                        return Err(SendError::Body("request body longer than declared".into()));
-                    }
-                }
-                if chunked {
-                    head::chunk_header(out, data.len());
-                }
-                if out.len() + data.len() <= WRITE_COALESCE {
-                    out.extend_from_slice(&data);
-                } else {
-                    write(&mut conn.stream, out.split().freeze())
-                        .await
-                        .map_err(SendError::Io)?;
-                    write(&mut conn.stream, data).await.map_err(SendError::Io)?;
-                }
-                if chunked {
-                    out.extend_from_slice(b"\r\n");
-                }
-            }
-            Some(Err(e)) => return Err(SendError::Body(e)),
-            None => {
-                if let Framing::Length(n) = framing {
-                    if sent != n {
-                        return Err(SendError::Body("request body shorter than declared".into()));
-                    }
-                }
-                if chunked {
-                    out.extend_from_slice(b"0\r\n\r\n");
-                }
-                if !out.is_empty() {
-                    write(&mut conn.stream, out.split().freeze())
-                        .await
-                        .map_err(SendError::Io)?;
-                }
-                return Ok(());
-            }
-        }
+}
+
+impl Sink for Stream {
+    async fn send(&mut self, bytes: Bytes) -> io::Result<()> {
+        write(self, bytes).await
     }
 }
 
