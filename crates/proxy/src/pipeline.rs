@@ -282,7 +282,7 @@ async fn run(
             parts.headers.insert(name.clone(), value.clone());
         }
     }
-    forwarded::add_forwarded(
+    let mut added = forwarded::add_forwarded(
         &mut parts.headers,
         ctx,
         &authority,
@@ -292,7 +292,12 @@ async fn run(
     if !authority.is_empty() {
         parts.headers.insert(header::HOST, authority);
     }
-    route.request_headers.apply(&mut parts.headers);
+    if !route.request_headers.is_empty() {
+        // The route's operations see (and may replace or remove) the gateway's fields.
+        added.merge_into(&mut parts.headers);
+        added = forwarded::Added::default();
+        route.request_headers.apply(&mut parts.headers);
+    }
 
     // cache lookup: caching is not built yet; it slots in here.
 
@@ -314,6 +319,7 @@ async fn run(
     let body = LimitedBody::new(body, route.max_body, ctx.body.clone());
     let outbound = upstream::Outbound {
         parts,
+        added,
         path_and_query,
         body: http_body_util::BodyExt::boxed_unsync(body),
         hash,

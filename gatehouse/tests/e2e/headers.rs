@@ -527,3 +527,29 @@ async fn traceparent_continued_or_started() {
         assert_ne!(trace, "4bf92f3577b34da6a3ce929d0e0e4736", "{bad:?}");
     }
 }
+
+/// A route's request header operations run after the gateway's forwarding fields are set:
+/// they can replace or remove them, and the upstream sees each field once.
+#[tokio::test]
+async fn route_header_operations_apply_to_the_forwarding_fields() {
+    let up = EchoUpstream::start("app").await.expect("echo upstream");
+    let yaml = config_with_routes(
+        &up.url(),
+        "  - name: all\n    match: { path: /* }\n    upstream: app\n    headers:\n      request: { set: { x-forwarded-proto: https }, remove: [x-real-ip] }\n",
+    );
+    let gw = TestGateway::start(&yaml).await.expect("gateway");
+    let req = "GET /ops HTTP/1.1\r\nHost: a.example\r\nX-Forwarded-Proto: gopher\r\n\
+               X-Forwarded-For: 1.2.3.4\r\n\r\n";
+    let resp = raw_roundtrip(gw.addr(), req.as_bytes())
+        .await
+        .expect("resp");
+    assert_eq!(resp.status, 200, "{}", resp.body_str());
+    let rec = up.last_request().expect("request");
+    assert_eq!(rec.header_all("x-forwarded-proto"), vec!["https"]);
+    assert!(rec.header("x-real-ip").is_none(), "{:?}", rec.headers);
+    assert_eq!(rec.header_all("x-forwarded-for"), vec!["127.0.0.1"]);
+    assert_eq!(rec.header_all("x-forwarded-host"), vec!["a.example"]);
+    let ids = rec.header_all("x-request-id");
+    assert!(ids.len() == 1 && is_generated_id(ids[0]), "{ids:?}");
+    assert_eq!(rec.header_all("traceparent").len(), 1);
+}

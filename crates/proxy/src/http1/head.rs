@@ -72,9 +72,7 @@ pub fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
-}
+use memchr::memchr;
 
 /// The largest head accepted: the request line plus the header block.
 pub fn max_head(max_request_line: usize, max_header_bytes: usize) -> usize {
@@ -451,11 +449,15 @@ fn put_headers(out: &mut BytesMut, headers: &HeaderMap) {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
+        put_field(out, name, value);
     }
+}
+
+fn put_field(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
+    out.put_slice(name.as_str().as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(value.as_bytes());
+    out.put_slice(b"\r\n");
 }
 
 fn put_decimal(out: &mut BytesMut, n: u64) {
@@ -464,19 +466,23 @@ fn put_decimal(out: &mut BytesMut, n: u64) {
 
 /// A request head for an upstream: origin-form target, the headers as the pipeline left
 /// them, and one framing header chosen from the body.
-pub fn encode_request(
+pub fn encode_request<'a>(
     out: &mut BytesMut,
     method: &Method,
     path_and_query: &str,
     headers: &HeaderMap,
+    extra: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
     framing: Framing,
 ) {
-    out.reserve(64 + path_and_query.len() + headers.len() * 32);
+    out.reserve(64 + path_and_query.len() + (headers.len() + 6) * 32);
     out.put_slice(method.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(path_and_query.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
     put_headers(out, headers);
+    for (name, value) in extra {
+        put_field(out, name, value);
+    }
     match framing {
         Framing::None => {
             // A method that normally has a body says so explicitly.
@@ -750,10 +756,19 @@ mod tests {
         h.insert("host", HeaderValue::from_static("up"));
         h.insert("content-length", HeaderValue::from_static("99"));
         let mut out = BytesMut::new();
-        encode_request(&mut out, &Method::POST, "/a?b", &h, Framing::Length(5));
+        let extra = HeaderName::from_static("x-extra");
+        let extra_v = HeaderValue::from_static("1");
+        encode_request(
+            &mut out,
+            &Method::POST,
+            "/a?b",
+            &h,
+            std::iter::once((&extra, &extra_v)),
+            Framing::Length(5),
+        );
         assert_eq!(
             &out[..],
-            b"POST /a?b HTTP/1.1\r\nhost: up\r\ncontent-length: 5\r\n\r\n"
+            b"POST /a?b HTTP/1.1\r\nhost: up\r\nx-extra: 1\r\ncontent-length: 5\r\n\r\n"
         );
         let mut out = BytesMut::new();
         encode_response(

@@ -58,6 +58,11 @@ impl Breaker {
         if let Ok(p) = self.slots.clone().try_acquire_owned() {
             return Ok(p);
         }
+        // Boxed: waiting is rare, and its future would otherwise be part of every call's.
+        Box::pin(self.wait(cfg)).await
+    }
+
+    async fn wait(&self, cfg: &BreakerConfig) -> Result<OwnedSemaphorePermit, Rejected> {
         if self.pending.fetch_add(1, Ordering::Relaxed) >= cfg.max_pending as usize {
             self.pending.fetch_sub(1, Ordering::Relaxed);
             return Err(Rejected::QueueFull);

@@ -5,7 +5,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use http::{header, Request, Response};
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{header, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::capture_connection;
 
@@ -15,30 +17,90 @@ use gatehouse_core::GatewayError;
 use crate::body::{Body, BodyTooLarge, ClientBodyError, UpstreamBody};
 use crate::context::Ctx;
 use crate::gateway::ResolvedUpstream;
+use crate::policy::forwarded::Added;
 use crate::upstream::h1::{self, SendError};
 use crate::upstream::HttpClient;
 
+/// Calls one target with the request head in `head` and the gateway's `added` fields (path
+/// and query in `pq`). HTTP/1.1
+/// borrows the head, so a retry sends it again without a copy; HTTP/2 (hyper) needs an owned
+/// request: the head is cloned, or taken on the `last` attempt.
+#[allow(clippy::too_many_arguments)]
 pub async fn call(
     res: &ResolvedUpstream,
     t_idx: usize,
     target: &Target,
-    req: Request<Body>,
+    head: &mut Option<Parts>,
+    added: &Added,
+    last: bool,
+    pq: &PathAndQuery,
+    body: Body,
     timeout: Duration,
     ctx: &Ctx,
 ) -> Result<Response<UpstreamBody>, GatewayError> {
     target.in_flight.fetch_add(1, Ordering::Relaxed);
-    let result = match res.pools.get(t_idx) {
-        Some(pool) => match tokio::time::timeout(timeout, h1::send(pool, req)).await {
-            Err(_) => Err(GatewayError::UpstreamTimeout),
-            Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::H1)),
-            Ok(Err(e)) => Err(h1_error(e, target, ctx)),
+    let result = match (res.pools.get(t_idx), head.as_ref()) {
+        (Some(pool), Some(parts)) => {
+            let sent = h1::send(
+                pool,
+                &parts.method,
+                pq.as_str(),
+                &parts.headers,
+                added,
+                body,
+            );
+            match tokio::time::timeout(timeout, sent).await {
+                Err(_) => Err(GatewayError::UpstreamTimeout),
+                Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::H1)),
+                Ok(Err(e)) => Err(h1_error(e, target, ctx)),
+            }
+        }
+        (Some(_), None) => Err(GatewayError::Internal),
+        (None, _) => match h2_request(target, head, added, last, pq, body) {
+            Err(e) => Err(e),
+            // Boxed: hyper's request future is large; the HTTP/1 path should not carry it.
+            Ok(req) => Box::pin(call_h2(&res.client, target, req, timeout, ctx))
+                .await
+                .map(|r| r.map(UpstreamBody::H2)),
         },
-        None => call_h2(&res.client, target, req, timeout, ctx)
-            .await
-            .map(|r| r.map(UpstreamBody::H2)),
     };
     target.in_flight.fetch_sub(1, Ordering::Relaxed);
     result
+}
+
+/// An owned request for hyper, with the absolute URI its client needs.
+fn h2_request(
+    target: &Target,
+    head: &mut Option<Parts>,
+    added: &Added,
+    last: bool,
+    pq: &PathAndQuery,
+    body: Body,
+) -> Result<Request<Body>, GatewayError> {
+    let uri = Uri::builder()
+        .scheme(target.scheme.clone())
+        .authority(target.authority.clone())
+        .path_and_query(pq.clone())
+        .build()
+        .map_err(|_| GatewayError::BadRequest("invalid rewritten path"))?;
+    let mut req = if last {
+        match head.take() {
+            Some(h) => Request::from_parts(h, body),
+            None => return Err(GatewayError::Internal),
+        }
+    } else {
+        let Some(parts) = head.as_ref() else {
+            return Err(GatewayError::Internal);
+        };
+        let mut r = Request::new(body);
+        *r.method_mut() = parts.method.clone();
+        *r.version_mut() = parts.version;
+        *r.headers_mut() = parts.headers.clone();
+        r
+    };
+    *req.uri_mut() = uri;
+    added.merge_into(req.headers_mut());
+    Ok(req)
 }
 
 fn h1_error(e: SendError, target: &Target, ctx: &Ctx) -> GatewayError {

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Request, Response, Uri};
+use http::uri::PathAndQuery;
+use http::Response;
 use http_body::Body as _;
 
 use gatehouse_core::snapshot::Route;
@@ -18,6 +19,7 @@ use gatehouse_telemetry::metrics::UpstreamLabels;
 use crate::body::{self, Body, UpstreamBody};
 use crate::context::Ctx;
 use crate::gateway::{Active, Shared};
+use crate::policy::forwarded::Added;
 
 use super::retry::{backoff, should_retry, Outcome, REPLAY_LIMIT};
 use super::{mirror, outlier};
@@ -26,6 +28,8 @@ use super::{mirror, outlier};
 /// version set) and the path it goes to.
 pub struct Outbound {
     pub parts: Parts,
+    /// The gateway's forwarding headers, sent after `parts.headers`.
+    pub added: Added,
     pub path_and_query: String,
     pub body: Body,
     /// The consistent-hash key of the request, if the upstream hashes.
@@ -64,6 +68,7 @@ pub async fn forward(
 
     let Outbound {
         parts,
+        added,
         path_and_query,
         body,
         hash,
@@ -80,7 +85,7 @@ pub async fn forward(
     let replay = (policy.is_some() || mirror_to.is_some())
         && body.size_hint().exact().is_some_and(|n| n <= REPLAY_LIMIT);
     let (mut stream, bytes) = if replay {
-        (None, Some(collect(body, ctx).await?))
+        (None, Some(Box::pin(collect(body, ctx)).await?))
     } else {
         (Some(body), None)
     };
@@ -93,7 +98,11 @@ pub async fn forward(
                 &active.upstreams[m.upstream],
                 &parts.method,
                 &path_and_query,
-                &parts.headers,
+                &{
+                    let mut h = parts.headers.clone();
+                    added.merge_into(&mut h);
+                    h
+                },
                 b.clone(),
             ),
             None => {
@@ -114,6 +123,9 @@ pub async fn forward(
     let clock = &shared.registry.clock;
     let method = parts.method.clone();
     let mut head = Some(parts);
+    // Validated once (the same parser a `Uri` uses), shared by every attempt without a copy.
+    let pq = PathAndQuery::from_maybe_shared(Bytes::from(path_and_query))
+        .map_err(|_| GatewayError::BadRequest("invalid rewritten path"))?;
     let mut previous: Option<usize> = None;
     let mut _retry_slot = None;
     let mut attempt = 0;
@@ -124,38 +136,29 @@ pub async fn forward(
             Some(i) != previous && res.targets[i].healthy(clock)
         });
         let t = &ups.targets[t_idx];
-        let uri = Uri::builder()
-            .scheme(t.scheme.clone())
-            .authority(t.authority.clone())
-            .path_and_query(path_and_query.as_str())
-            .build()
-            .map_err(|_| GatewayError::BadRequest("invalid rewritten path"))?;
         let body = match (&bytes, stream.take()) {
             (_, Some(s)) => s,
             (Some(b), None) => body::full(b.clone()),
             (None, None) => body::empty(),
         };
-        let mut req = if attempt < max_attempts {
-            let Some(h) = head.as_ref() else {
-                return Err(GatewayError::Internal);
-            };
-            let mut r = Request::new(body);
-            *r.method_mut() = h.method.clone();
-            *r.version_mut() = h.version;
-            *r.headers_mut() = h.headers.clone();
-            r
-        } else {
-            let Some(h) = head.take() else {
-                return Err(GatewayError::Internal);
-            };
-            Request::from_parts(h, body)
-        };
-        *req.uri_mut() = uri;
+        let last = attempt >= max_attempts;
 
         let now = Instant::now();
         let left = deadline.saturating_duration_since(now);
         let try_timeout = ups.timeouts.per_try.map_or(left, |p| p.min(left));
-        let result = super::call(res, t_idx, t, req, try_timeout, ctx).await;
+        let result = super::call(
+            res,
+            t_idx,
+            t,
+            &mut head,
+            &added,
+            last,
+            &pq,
+            body,
+            try_timeout,
+            ctx,
+        )
+        .await;
         let outcome = Outcome::of(
             &result
                 .as_ref()
@@ -184,7 +187,7 @@ pub async fn forward(
                                 report_outcome(shared, active, up_idx, t_idx, false);
                             }
                             drop(result);
-                            tokio::time::sleep(wait).await;
+                            Box::pin(tokio::time::sleep(wait)).await;
                             _retry_slot = Some(slot);
                             previous = Some(t_idx);
                             continue;

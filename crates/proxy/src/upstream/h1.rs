@@ -17,7 +17,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, Method, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -31,6 +31,7 @@ use crate::http1::decode::{Decoded, Decoder};
 use crate::http1::head::{self, Framing, ResponseError, ResponseFraming};
 use crate::http1::write::{write_body, Delimit, Sink, WriteBodyError};
 use crate::http1::{poll_read_buf, poll_write_all, Io, Prefixed, Upgraded};
+use crate::policy::forwarded::Added;
 
 use super::dns::DnsCache;
 
@@ -243,29 +244,36 @@ pub enum SendError {
     Body(BoxError),
 }
 
-/// Sends `req` (origin-form: its URI's path and query) to the pool's target and returns the
-/// response once its head has arrived.
+/// Sends a request (origin-form `path_and_query`) to the pool's target and returns the
+/// response once its head has arrived. The head is borrowed: a retry sends it again.
 pub async fn send(
     pool: &Arc<Pool>,
-    req: Request<Body>,
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    added: &Added,
+    mut body: Body,
 ) -> Result<Response<ResponseBody>, SendError> {
-    let (parts, mut body) = req.into_parts();
     let mut conn = match pool.checkout_idle() {
         Some(c) => c,
-        None => pool.connect().await.map_err(SendError::Connect)?,
+        // Boxed: DNS, TCP and TLS handshake futures are large, and inline they would make
+        // every call's future (moved at each await) that much larger.
+        None => Box::pin(pool.connect()).await.map_err(SendError::Connect)?,
     };
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
     let framing = match body.size_hint().exact() {
         Some(0) if body.is_end_stream() => Framing::None,
         Some(n) => Framing::Length(n),
         None => Framing::Chunked,
     };
     let mut out = BytesMut::new();
-    head::encode_request(&mut out, &parts.method, path, &parts.headers, framing);
+    head::encode_request(
+        &mut out,
+        method,
+        path_and_query,
+        headers,
+        added.iter(),
+        framing,
+    );
     if framing != Framing::None {
         send_body(&mut conn, &mut body, &mut out, framing).await?;
     } else {
@@ -275,7 +283,7 @@ pub async fn send(
     }
     drop(body);
 
-    let head_request = parts.method == http::Method::HEAD;
+    let head_request = *method == Method::HEAD;
     loop {
         let parsed = head::parse_response(
             &mut conn.rbuf,
