@@ -166,8 +166,11 @@ fn valid_request_id(v: &[u8]) -> bool {
 pub fn new_request_id() -> HeaderValue {
     let mut buf = [0u8; 32];
     hex_into(fastrand::u128(..), &mut buf);
-    // Only hex digits: always a valid header value.
-    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
+    // Only hex digits: always a valid header value. Owned by its `Bytes`, so the clones for
+    // the upstream request and the response share it (a copied value allocates again on its
+    // first clone).
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// The low `out.len()` hex digits of `v`, lowercase, most significant first.

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use http::request::Parts;
 use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 
 use gatehouse_core::snapshot::Route;
@@ -36,22 +37,27 @@ use crate::policy::{
 use crate::server::conn::ConnInfo;
 use crate::{normalize, route, upgrade, upstream};
 
+/// Runs the pipeline for one request. The head is taken apart by the caller and lent to
+/// each stage: an async fn keeps its arguments for its whole life, so every layer that took
+/// the request by value added another copy of it to the per-request future (moved in
+/// memory at every layer).
 pub async fn handle(
-    req: Request<RequestBody>,
+    mut parts: Parts,
+    body: RequestBody,
     conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
 ) -> Response<ResponseBody> {
     let active = shared.active.load_full();
     let mut ctx = Ctx::new(
-        req.method(),
-        req.uri(),
-        req.headers(),
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
         &conn,
         &active.snapshot,
         shared.access_log.enabled(),
     );
     shared.metrics.in_flight.inc();
-    let mut resp = match run(req, &mut ctx, &active, &conn, &shared).await {
+    let mut resp = match run(&mut parts, body, &mut ctx, &active, &conn, &shared).await {
         Ok(r) => r,
         Err(e) => {
             // The upstream answered, but the answer was refused after `forward` (a framing
@@ -76,14 +82,14 @@ pub async fn handle(
 }
 
 async fn run(
-    req: Request<RequestBody>,
+    parts: &mut Parts,
+    body: RequestBody,
     ctx: &mut Ctx,
     active: &Arc<Active>,
     conn: &ConnInfo,
     shared: &Arc<Shared>,
 ) -> Result<Response<ResponseInner>, GatewayError> {
     let snap = &active.snapshot;
-    let (mut parts, body) = req.into_parts();
 
     // normalize
     normalize::check_head(
@@ -166,16 +172,24 @@ async fn run(
                     });
                 }
             }
-            // Boxed: its future (JWKS refetch, introspection, forward auth) is large, and
-            // inline it would make every request's future larger, authenticated or not.
-            let authenticated = Box::pin(auth::authenticate(
-                &areq,
-                requirement,
-                snap,
-                &active.auth,
-                &shared.auth,
-            ));
-            match authenticated.await {
+            // An API key or a cached JWT is decided at once; anything else runs the provider
+            // chain, boxed: its future (JWKS refetch, introspection, forward auth) is large,
+            // and inline it would make every request's future larger, authenticated or not.
+            let authenticated = match auth::authenticate_now(&areq, requirement, snap, &active.auth)
+            {
+                Some(r) => r,
+                None => {
+                    Box::pin(auth::authenticate(
+                        &areq,
+                        requirement,
+                        snap,
+                        &active.auth,
+                        &shared.auth,
+                    ))
+                    .await
+                }
+            };
+            match authenticated {
                 Ok(id) => Some(id),
                 Err(failure) => {
                     if let Some((limiter, key)) = failures {
@@ -205,14 +219,14 @@ async fn run(
 
     // rate limit / concurrency
     if let Some(limits) = active.limits.get(route_idx).and_then(Option::as_ref) {
-        // Boxed like authentication: the Redis round trip's future is large.
-        Box::pin(ratelimit::check(
+        // Not boxed: only its Redis round trip (boxed inside) has a large future.
+        ratelimit::check(
             limits,
             active.redis.as_deref(),
             snap.redis.as_ref(),
             ctx,
             &parts.headers,
-        ))
+        )
         .await?;
     }
 
@@ -231,8 +245,17 @@ async fn run(
     }
     let path_and_query =
         rewrite::upstream_path(&route.rewrite, &target.forward, query.as_deref(), &params);
-    let authority = HeaderValue::from_str(&target.authority)
-        .map_err(|_| GatewayError::BadRequest("invalid host"))?;
+    // The client's `Host` value itself when the authority came from it (a slice of the
+    // request head: its clones cost no allocation), else a copy of the URI's authority.
+    let host_field = match parts.uri.authority() {
+        None => parts.headers.get(header::HOST).cloned(),
+        Some(_) => None,
+    };
+    let authority = match host_field {
+        Some(h) if h.as_bytes() == target.authority.as_bytes() => h,
+        _ => HeaderValue::from_str(&target.authority)
+            .map_err(|_| GatewayError::BadRequest("invalid host"))?,
+    };
     drop(params);
     drop(target);
 
@@ -317,8 +340,9 @@ async fn run(
     };
     parts.extensions = http::Extensions::new();
     let body = LimitedBody::new(body, route.max_body, ctx.body.clone());
+    let (empty, ()) = Request::new(()).into_parts();
     let outbound = upstream::Outbound {
-        parts,
+        parts: Some(std::mem::replace(parts, empty)),
         added,
         path_and_query,
         body: http_body_util::BodyExt::boxed_unsync(body),

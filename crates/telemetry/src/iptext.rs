@@ -4,9 +4,17 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+#[derive(Clone, Copy)]
 pub struct IpText {
     buf: [u8; 48],
     len: usize,
+}
+
+/// The text's bytes: an `IpText` can own the bytes of a `Bytes` (`Bytes::from_owner`).
+impl AsRef<[u8]> for IpText {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 impl IpText {

@@ -94,17 +94,12 @@ pub fn head_too_large(buf: &[u8], max_request_line: usize) -> GatewayError {
 /// from the heap.
 const STACK_HEADERS: usize = 128;
 
-fn header_slots<'s, 'b>(
-    stack: &'s mut [MaybeUninit<httparse::Header<'b>>; STACK_HEADERS],
+fn heap_slots<'s, 'b>(
     heap: &'s mut Vec<httparse::Header<'b>>,
     n: usize,
 ) -> &'s mut [MaybeUninit<httparse::Header<'b>>] {
-    if n <= STACK_HEADERS {
-        &mut stack[..n]
-    } else {
-        heap.reserve_exact(n);
-        &mut heap.spare_capacity_mut()[..n]
-    }
+    heap.reserve_exact(n);
+    &mut heap.spare_capacity_mut()[..n]
 }
 
 /// The limits a request head is held to (`limits:` in the config).
@@ -139,9 +134,15 @@ pub fn parse_request(
     // slots per request cost more than parsing the head.
     let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
     let mut heap = Vec::new();
-    let slots = header_slots(&mut stack, &mut heap, limits.max_headers + 1);
+    let max = limits.max_headers + 1;
     let mut req = httparse::Request::new(&mut []);
-    let status = req.parse_with_uninit_headers(&head, slots).map_err(|e| {
+    let mut status = req.parse_with_uninit_headers(&head, &mut stack[..max.min(STACK_HEADERS)]);
+    if matches!(status, Err(httparse::Error::TooManyHeaders)) && max > STACK_HEADERS {
+        // A head with more fields than the stack holds: parsed again with room for all.
+        req = httparse::Request::new(&mut []);
+        status = req.parse_with_uninit_headers(&head, heap_slots(&mut heap, max));
+    }
+    let status = status.map_err(|e| {
         HeadError::new(match e {
             httparse::Error::TooManyHeaders => GatewayError::HeaderFieldsTooLarge,
             httparse::Error::Version => GatewayError::BadRequest("unsupported HTTP version"),
@@ -184,8 +185,9 @@ pub fn parse_request(
     } else {
         Version::HTTP_11
     };
-    // Room for what the pipeline adds (x-forwarded-*, x-request-id, traceparent...).
-    let mut headers = HeaderMap::with_capacity(req.headers.len() + 8);
+    // A little room for what the pipeline may add (identity headers); the forwarding fields
+    // are kept beside the map.
+    let mut headers = HeaderMap::with_capacity(req.headers.len() + 2);
     let mut framing = Framing::None;
     let mut te_seen = false;
     let mut cl_seen = false;
@@ -351,10 +353,21 @@ pub fn parse_response(
     let head = buf.split_to(end).freeze();
     let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
     let mut heap = Vec::new();
-    let slots = header_slots(&mut stack, &mut heap, max_headers + 1);
+    let max = max_headers + 1;
+    let config = httparse::ParserConfig::default();
     let mut resp = httparse::Response::new(&mut []);
-    let parsed = httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut resp, &head, slots);
+    let mut parsed = config.parse_response_with_uninit_headers(
+        &mut resp,
+        &head,
+        &mut stack[..max.min(STACK_HEADERS)],
+    );
+    if matches!(parsed, Err(httparse::Error::TooManyHeaders)) && max > STACK_HEADERS {
+        // The heap only for the rare head with more fields than the stack holds: reserving
+        // room for the limit (201 slots, 6 KiB) on every response was an allocation each.
+        resp = httparse::Response::new(&mut []);
+        parsed =
+            config.parse_response_with_uninit_headers(&mut resp, &head, heap_slots(&mut heap, max));
+    }
     match parsed {
         Ok(httparse::Status::Complete(n)) if n == end => {}
         Err(httparse::Error::TooManyHeaders) => return Err(ResponseError::TooLarge),
@@ -453,6 +466,14 @@ fn put_headers(out: &mut BytesMut, headers: &HeaderMap) {
     }
 }
 
+/// Bytes the fields of `headers` take on the wire.
+fn fields_len(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum()
+}
+
 fn put_field(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
     out.put_slice(name.as_str().as_bytes());
     out.put_slice(b": ");
@@ -474,7 +495,8 @@ pub fn encode_request<'a>(
     extra: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
     framing: Framing,
 ) {
-    out.reserve(64 + path_and_query.len() + (headers.len() + 6) * 32);
+    // Exactly what the map's fields take (one growth copy avoided for long tokens).
+    out.reserve(64 + path_and_query.len() + fields_len(headers) + 6 * 64);
     out.put_slice(method.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(path_and_query.as_bytes());
@@ -521,7 +543,7 @@ pub fn encode_response(
     declared_length: Option<u64>,
     connection: Option<&'static [u8]>,
 ) {
-    out.reserve(128 + headers.len() * 40);
+    out.reserve(128 + fields_len(headers));
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(status.as_str().as_bytes());
     out.put_u8(b' ');
@@ -704,6 +726,46 @@ mod tests {
     fn resp(raw: &[u8], head: bool) -> Result<ResponseHead, ResponseError> {
         let mut buf = BytesMut::from(raw);
         parse_response(&mut buf, 64 * 1024, 100, head).map(|r| r.expect("complete"))
+    }
+
+    /// Heads with more fields than the stack's slots are parsed again on the heap, up to the
+    /// limit, for responses and requests alike.
+    #[test]
+    fn field_counts_past_the_stack_slots() {
+        let with_fields = |start: &str, n: usize| {
+            let mut raw = start.to_string();
+            for i in 0..n {
+                raw.push_str(&format!("X-F{i}: v\r\n"));
+            }
+            raw.push_str("\r\n");
+            BytesMut::from(raw.as_bytes())
+        };
+        let mut buf = with_fields("HTTP/1.1 204 No Content\r\n", 180);
+        let r = parse_response(&mut buf, 64 * 1024, 200, false)
+            .expect("180 fields")
+            .expect("complete");
+        assert_eq!(r.parts.headers.len(), 180);
+        let mut buf = with_fields("HTTP/1.1 204 No Content\r\n", 250);
+        assert_eq!(
+            parse_response(&mut buf, 64 * 1024, 200, false).err(),
+            Some(ResponseError::TooLarge)
+        );
+
+        let limits = HeadLimits {
+            max_request_line: 8192,
+            max_header_bytes: 64 * 1024,
+            max_headers: 300,
+        };
+        let mut buf = with_fields("GET / HTTP/1.1\r\nHost: a\r\n", 250);
+        let end = buf.len();
+        let h = parse_request(&mut buf, end, &limits)
+            .map_err(|e| e.error)
+            .expect("250 fields")
+            .expect("complete");
+        assert_eq!(h.parts.headers.len(), 251);
+        let mut buf = with_fields("GET / HTTP/1.1\r\nHost: a\r\n", 350);
+        let end = buf.len();
+        assert!(parse_request(&mut buf, end, &limits).is_err());
     }
 
     #[test]

@@ -14,7 +14,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use gatehouse_core::auth::{AuthRequirement, KeySource, Provider, ProviderKind};
+use gatehouse_core::auth::{
+    AuthRequirement, JwtKey, JwtProvider, KeySource, Provider, ProviderKind,
+};
 use gatehouse_core::Snapshot;
 
 use super::api_key;
@@ -283,25 +285,14 @@ async fn run_provider(
         .unwrap_or(ProviderRuntime::None);
     let result = match &p.kind {
         ProviderKind::Jwt(j) => {
-            let raw = bearer_bytes(req.headers)?;
+            let (raw, now, current) = match jwt_cached(req, p, j, &rt, snap)? {
+                Cached::Hit(id) => return Ok(id),
+                Cached::Miss { raw, now, current } => (raw, now, current),
+            };
             let (jwks, verified) = match &rt {
                 ProviderRuntime::Jwt { jwks, verified } => (jwks.as_deref(), verified.as_deref()),
                 _ => (None, None),
             };
-            let now = jwt::now_secs();
-            // The JWKS keys as they are now: a cached token verified with an older set is
-            // verified again.
-            let current = jwks.map(|c| c.keys());
-            if let Some(cache) = verified {
-                let check = jwt_cache::Now {
-                    secs: now,
-                    leeway_secs: j.leeway.as_secs_f64(),
-                    jwks_keys: current.as_ref(),
-                };
-                if let Some(claims) = cache.get(raw, &check) {
-                    return identity_from_claims(p, snap, claims);
-                }
-            }
             let token = std::str::from_utf8(raw).map_err(|_| AuthFailure::Invalid)?;
             let parsed = jwt::parse(token, j).map_err(|e| refused(p, &e))?;
             let mut outcome = parsed.verify_with(&j.keys);
@@ -337,6 +328,83 @@ async fn run_provider(
         ProviderKind::Forward(f) => forward_auth::check(f, req, state.client()).await,
     };
     result
+}
+
+/// The requirement decided without waiting, when it can be: one provider that is an API key
+/// or a JWT the verified-token cache knows (the usual request). `None`: run
+/// [`authenticate`] (its future is large and boxed; this path allocates nothing).
+pub fn authenticate_now(
+    req: &AuthRequest<'_>,
+    requirement: &AuthRequirement,
+    snap: &Snapshot,
+    runtimes: &[ProviderRuntime],
+) -> Option<Result<Identity, AuthFailure>> {
+    let &[index] = requirement.providers() else {
+        return None;
+    };
+    let p: &Provider = &snap.auth.providers[index];
+    let result = match &p.kind {
+        ProviderKind::ApiKey(k) => api_key::authenticate(k, req, snap),
+        ProviderKind::Jwt(j) => {
+            let rt = runtimes.get(index)?;
+            match jwt_cached(req, p, j, rt, snap) {
+                Ok(Cached::Hit(id)) => Ok(id),
+                Ok(Cached::Miss { .. }) => return None,
+                Err(e) => Err(e),
+            }
+        }
+        _ => return None,
+    };
+    // As `authenticate` ends for one provider: any-of returns its outcome; all-of merges its
+    // identity into an empty one.
+    Some(match requirement {
+        AuthRequirement::AnyOf(_) => result,
+        AuthRequirement::AllOf(_) => result.map(|id| {
+            let mut identity = Identity::default();
+            identity.merge(id);
+            identity
+        }),
+    })
+}
+
+enum Cached<'r> {
+    Hit(Identity),
+    /// Not in the cache: the token, the time and the JWKS keys it was looked up with.
+    Miss {
+        raw: &'r [u8],
+        now: u64,
+        current: Option<Arc<Vec<JwtKey>>>,
+    },
+}
+
+/// The bearer token looked up in the provider's verified-token cache.
+fn jwt_cached<'r>(
+    req: &AuthRequest<'r>,
+    p: &Provider,
+    j: &JwtProvider,
+    rt: &ProviderRuntime,
+    snap: &Snapshot,
+) -> Result<Cached<'r>, AuthFailure> {
+    let raw = bearer_bytes(req.headers)?;
+    let (jwks, verified) = match rt {
+        ProviderRuntime::Jwt { jwks, verified } => (jwks.as_deref(), verified.as_deref()),
+        _ => (None, None),
+    };
+    let now = jwt::now_secs();
+    // The JWKS keys as they are now: a cached token verified with an older set is verified
+    // again.
+    let current = jwks.map(|c| c.keys());
+    if let Some(cache) = verified {
+        let check = jwt_cache::Now {
+            secs: now,
+            leeway_secs: j.leeway.as_secs_f64(),
+            jwks_keys: current.as_ref(),
+        };
+        if let Some(claims) = cache.get(raw, &check) {
+            return identity_from_claims(p, snap, claims).map(Cached::Hit);
+        }
+    }
+    Ok(Cached::Miss { raw, now, current })
 }
 
 fn refused(p: &Provider, e: &jwt::JwtError) -> AuthFailure {

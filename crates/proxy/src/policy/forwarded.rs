@@ -125,8 +125,10 @@ pub fn add_forwarded(
     added
 }
 
+/// The address as a header value whose clones share one allocation (a value copied from a
+/// slice allocates again the first time it is cloned).
 fn header_value(ip: &IpText) -> Option<HeaderValue> {
-    HeaderValue::from_bytes(ip.as_str().as_bytes()).ok()
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(*ip)).ok()
 }
 
 /// Continues the caller's trace when it sent a valid `traceparent` (version 00), with a new

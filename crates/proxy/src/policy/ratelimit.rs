@@ -149,7 +149,8 @@ pub async fn check(
         let key = key_ref(&l.spec.key, ctx.client_ip, headers, ctx.consumer.as_deref());
         let outcome = match l.spec.scope {
             LimitScope::Local => Outcome::Decided(l.local.check(key)),
-            LimitScope::Shared => match shared(l, key, store, redis).await {
+            // Boxed: the Redis round trip's future is large, and the local path needs none.
+            LimitScope::Shared => match Box::pin(shared(l, key, store, redis)).await {
                 Ok(d) => Outcome::Decided(d),
                 Err(_) => {
                     errored = true;
@@ -171,13 +172,13 @@ pub async fn check(
         if !header.is_empty() {
             header.push_str(", ");
         }
-        let _ = write!(
-            header,
-            "\"{}\";r={};t={}",
-            l.spec.name,
-            d.remaining,
-            ceil_secs(d.reset)
-        );
+        // `"name";r=REMAINING;t=RESET`, without the formatting machinery.
+        header.push('"');
+        header.push_str(&l.spec.name);
+        header.push_str("\";r=");
+        header.push_str(itoa::Buffer::new().format(d.remaining));
+        header.push_str(";t=");
+        header.push_str(itoa::Buffer::new().format(ceil_secs(d.reset)));
         if !d.allowed {
             rl.outcomes.limited.inc();
             ctx.ratelimit = HeaderValue::from_str(&header).ok();

@@ -28,7 +28,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::header;
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Response, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::ReadBuf;
 use tokio::sync::oneshot;
@@ -79,6 +79,8 @@ pub enum Served<I> {
 pub struct ConnIo<I> {
     io: Option<I>,
     rbuf: BytesMut,
+    /// Where response heads are encoded; kept between requests, like `rbuf`.
+    wbuf: BytesMut,
     /// Decoding state of the current request's body (`Done` when there is none).
     body: Decoder,
     /// Bytes of `100 Continue` still to write before the body is read.
@@ -251,6 +253,7 @@ pub async fn serve<I: Io>(
     let conn: Shared_<I> = Arc::new(Mutex::new(ConnIo {
         io: Some(io),
         rbuf: BytesMut::new(),
+        wbuf: BytesMut::new(),
         body: Decoder::Done,
         continue_left: 0,
         broken: false,
@@ -307,6 +310,14 @@ pub(super) async fn serve_conn<I: Io>(
                     let parkable = park.filter(|_| !first);
                     if let Some(park) = parkable {
                         if now >= last_active + park_after {
+                            // A parked connection holds no buffer.
+                            {
+                                let mut g = lock(&conn);
+                                if g.rbuf.is_empty() {
+                                    g.rbuf = BytesMut::new();
+                                }
+                                g.wbuf = BytesMut::new();
+                            }
                             let parked = Parked {
                                 conn,
                                 info: info.clone(),
@@ -385,12 +396,9 @@ pub(super) async fn serve_conn<I: Io>(
         last_active = Instant::now();
         match outcome {
             Exchange::KeepAlive if drain_deadline.is_none() => {
-                // Released between requests: an idle connection holds no buffer.
-                let mut g = lock(&conn);
-                if g.rbuf.is_empty() {
-                    g.rbuf = BytesMut::new();
-                }
-                drop(g);
+                // The buffers stay for the next request (their allocation is reclaimed once
+                // the last request's head and response are dropped); they are released when
+                // the connection is parked.
                 // Parking is due `park_after` from now; the timer only ever moves later on
                 // its own, so bring it forward once if it is set further out (the first
                 // request's full idle timeout).
@@ -713,9 +721,7 @@ async fn exchange<I: Io>(
     } else {
         None
     };
-    let req = Request::from_parts(parts, body);
-
-    let fut = pipeline::handle(req, info.clone(), shared.clone());
+    let fut = pipeline::handle(parts, body, info.clone(), shared.clone());
     // A panic in one request becomes a 500; the process keeps serving (F18).
     let resp = match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(r) => r,
@@ -850,7 +856,8 @@ async fn write_response<I: Io>(
     } else {
         None
     };
-    let mut out = BytesMut::with_capacity(512);
+    let mut out = std::mem::take(&mut lock(conn).wbuf);
+    out.reserve(512);
     head::encode_response(
         &mut out,
         status,
@@ -862,7 +869,8 @@ async fn write_response<I: Io>(
     let delimit = match framing {
         BodyFraming::None => {
             drop(body);
-            write_timed(conn, out.freeze(), idle).await?;
+            write_timed(conn, out.split().freeze(), idle).await?;
+            lock(conn).wbuf = out;
             return Ok(close);
         }
         BodyFraming::Length(n) => Delimit::Length(n),
@@ -871,7 +879,10 @@ async fn write_response<I: Io>(
     };
     let mut sink = ClientSink { conn, idle };
     match write_body(&mut body, &mut out, delimit, &mut sink).await {
-        Ok(()) => Ok(close),
+        Ok(()) => {
+            lock(conn).wbuf = out;
+            Ok(close)
+        }
         // The client went away, or the body failed midway: what arrived was sent, without
         // the terminating chunk or short of its length, so the client sees the truncation
         // (F4); the connection closes.

@@ -259,8 +259,8 @@ async fn serve_h2<I>(
         let info = svc_info.clone();
         async move {
             info.track_h2().request_started();
-            let req = req.map(RequestBody::H2);
-            let fut = pipeline::handle(req, info.clone(), shared.clone());
+            let (parts, body) = req.into_parts();
+            let fut = pipeline::handle(parts, RequestBody::H2(body), info.clone(), shared.clone());
             // A panic in one request becomes a 500; the process keeps serving (F18).
             let resp = match AssertUnwindSafe(fut).catch_unwind().await {
                 Ok(r) => r,

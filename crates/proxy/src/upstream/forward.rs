@@ -27,7 +27,8 @@ use super::{mirror, outlier};
 /// What the pipeline hands over: the request head ready for the upstream (headers transformed,
 /// version set) and the path it goes to.
 pub struct Outbound {
-    pub parts: Parts,
+    /// Always `Some` when handed over; taken by the last attempt to an HTTP/2 upstream.
+    pub parts: Option<Parts>,
     /// The gateway's forwarding headers, sent after `parts.headers`.
     pub added: Added,
     pub path_and_query: String,
@@ -43,7 +44,7 @@ pub async fn forward(
     active: &Active,
     up_idx: usize,
     route: &Route,
-    out: Outbound,
+    mut out: Outbound,
     ctx: &mut Ctx,
 ) -> Result<Response<UpstreamBody>, GatewayError> {
     let ups = &active.snapshot.upstreams[up_idx];
@@ -66,14 +67,13 @@ pub async fn forward(
     }
     let _live = res.state.budget.request();
 
-    let Outbound {
-        parts,
-        added,
-        path_and_query,
-        body,
-        hash,
-        upgrade,
-    } = out;
+    // `out` is used in place, not taken apart: an async fn keeps its arguments for its whole
+    // life, and moving the fields out would store them twice in this future.
+    let Some(parts) = out.parts.as_ref() else {
+        return Err(GatewayError::Internal);
+    };
+    let (hash, upgrade) = (out.hash, out.upgrade);
+    let body = std::mem::replace(&mut out.body, body::empty());
     let policy = ups.retries.as_ref().filter(|p| p.attempts > 1 && !upgrade);
     let mirror_to = route
         .mirror
@@ -97,10 +97,10 @@ pub async fn forward(
                 active.snapshot.upstreams[m.upstream].clone(),
                 &active.upstreams[m.upstream],
                 &parts.method,
-                &path_and_query,
+                &out.path_and_query,
                 &{
                     let mut h = parts.headers.clone();
-                    added.merge_into(&mut h);
+                    out.added.merge_into(&mut h);
                     h
                 },
                 b.clone(),
@@ -122,9 +122,8 @@ pub async fn forward(
     let deadline = started + route.timeout.unwrap_or(ups.timeouts.request);
     let clock = &shared.registry.clock;
     let method = parts.method.clone();
-    let mut head = Some(parts);
     // Validated once (the same parser a `Uri` uses), shared by every attempt without a copy.
-    let pq = PathAndQuery::from_maybe_shared(Bytes::from(path_and_query))
+    let pq = PathAndQuery::from_maybe_shared(Bytes::from(std::mem::take(&mut out.path_and_query)))
         .map_err(|_| GatewayError::BadRequest("invalid rewritten path"))?;
     let mut previous: Option<usize> = None;
     let mut _retry_slot = None;
@@ -150,8 +149,8 @@ pub async fn forward(
             res,
             t_idx,
             t,
-            &mut head,
-            &added,
+            &mut out.parts,
+            &out.added,
             last,
             &pq,
             body,

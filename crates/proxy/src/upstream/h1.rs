@@ -90,6 +90,8 @@ impl AsyncWrite for Stream {
 pub struct ClientConn {
     stream: Stream,
     rbuf: BytesMut,
+    /// Where request heads are encoded; reused by the connection's next request.
+    wbuf: BytesMut,
 }
 
 struct Idle {
@@ -200,6 +202,7 @@ impl Pool {
                     return Ok(ClientConn {
                         stream,
                         rbuf: BytesMut::new(),
+                        wbuf: BytesMut::new(),
                     });
                 }
                 Ok(Err(err)) => last = err,
@@ -265,7 +268,7 @@ pub async fn send(
         Some(n) => Framing::Length(n),
         None => Framing::Chunked,
     };
-    let mut out = BytesMut::new();
+    let mut out = std::mem::take(&mut conn.wbuf);
     head::encode_request(
         &mut out,
         method,
@@ -277,11 +280,12 @@ pub async fn send(
     if framing != Framing::None {
         send_body(&mut conn, &mut body, &mut out, framing).await?;
     } else {
-        write(&mut conn.stream, out.freeze())
+        write(&mut conn.stream, out.split().freeze())
             .await
             .map_err(SendError::Io)?;
     }
     drop(body);
+    conn.wbuf = out;
 
     let head_request = *method == Method::HEAD;
     loop {
