@@ -91,12 +91,13 @@ impl Ctx {
         } else {
             peer
         };
-        let request_id = match headers.get(&crate::policy::forwarded::X_REQUEST_ID) {
-            Some(v)
-                if peer_trusted && !nominated("x-request-id") && valid_request_id(v.as_bytes()) =>
-            {
-                v.clone()
-            }
+        // Only a trusted proxy's id is taken (looked up only then).
+        let trusted_id = match peer_trusted {
+            true => headers.get(&crate::policy::forwarded::X_REQUEST_ID),
+            false => None,
+        };
+        let request_id = match trusted_id {
+            Some(v) if !nominated("x-request-id") && valid_request_id(v.as_bytes()) => v.clone(),
             _ => new_request_id(),
         };
         let grpc = headers

@@ -292,9 +292,7 @@ async fn run(
     header_policy::strip_spoofable(&mut parts.headers, ctx.peer_trusted);
     // Client copies of every identity header any provider sets are gone before the
     // gateway sets its own (X2), on public routes too.
-    for name in &snap.auth.identity_headers {
-        parts.headers.remove(name);
-    }
+    header_policy::remove_present(&mut parts.headers, &snap.auth.identity_headers);
     if let Some(id) = &identity {
         for src in &id.hide {
             if let KeySource::Header(name) = src {

@@ -71,10 +71,9 @@ pub fn add_forwarded(
     // One pass over the names present: usually none of these is, and then nothing is
     // looked up or removed.
     let client_sent = headers.keys().any(|k| ADDED_NAMES.contains(&k));
-    let peer_s = IpText::new(peer);
     // One value for the peer, shared (a reference count, not a copy) by x-forwarded-for
     // and x-real-ip when they are the same address.
-    let peer_v = header_value(&peer_s);
+    let peer_v = peer_value(peer);
     // X-Forwarded-For: a trusted proxy's chain is extended; an untrusted client's claim is
     // replaced by what we saw on the socket.
     let xff = if ctx.peer_trusted && client_sent {
@@ -86,6 +85,7 @@ pub fn add_forwarded(
         if prior.is_empty() {
             peer_v.clone()
         } else {
+            let peer_s = IpText::new(peer);
             HeaderValue::from_str(&format!("{}, {}", prior.join(", "), peer_s.as_str())).ok()
         }
     } else {
@@ -123,6 +123,28 @@ pub fn add_forwarded(
         }
     }
     added
+}
+
+/// The peer's address as a header value. The last one made on this thread is kept: a
+/// worker sees the same peer again and again (keep-alive connections, a load balancer or
+/// CDN in front), and then the value is a reference-count clone instead of text formatted
+/// and allocated per request.
+fn peer_value(peer: IpAddr) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((ip, v)) = last.as_ref() {
+            if *ip == peer {
+                return Some(v.clone());
+            }
+        }
+        let v = header_value(&IpText::new(peer))?;
+        *last = Some((peer, v.clone()));
+        Some(v)
+    })
 }
 
 /// The address as a header value whose clones share one allocation (a value copied from a

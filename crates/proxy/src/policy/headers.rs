@@ -135,6 +135,17 @@ pub fn strip_spoofable(headers: &mut HeaderMap, peer_trusted: bool) {
     }
 }
 
+/// Removes every field named in `names`. The names present are looked at first (usually a
+/// handful, and none of these): a removal per listed name hashes each one.
+pub fn remove_present(headers: &mut HeaderMap, names: &[HeaderName]) {
+    if names.is_empty() || !headers.keys().any(|k| names.contains(k)) {
+        return;
+    }
+    for name in names {
+        headers.remove(name);
+    }
+}
+
 /// Response side: hop-by-hop headers from the upstream never reach the client. For a
 /// `101 Switching Protocols` the upgrade headers are the point and are kept.
 pub fn strip_response_hop_by_hop(headers: &mut HeaderMap, switching: bool) {

@@ -722,6 +722,9 @@ async fn exchange<I: Io>(
         None
     };
     let fut = pipeline::handle(parts, body, info.clone(), shared.clone());
+    // Pinned where it is (the pipeline's future is the largest part of a request's; wrapped
+    // by value it would be copied into each wrapper).
+    tokio::pin!(fut);
     // A panic in one request becomes a 500; the process keeps serving (F18).
     let resp = match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(r) => r,
@@ -827,10 +830,6 @@ async fn write_response<I: Io>(
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| head::parse_content_length(v.as_bytes()));
     let exact = body.size_hint().exact();
     let framing = if bodiless {
         BodyFraming::None
@@ -842,8 +841,13 @@ async fn write_response<I: Io>(
         close = true;
         BodyFraming::Close
     };
+    // A HEAD answer carries the length the GET would have had.
     let declared_for_head = if head_request {
-        declared.or(exact.filter(|n| *n > 0))
+        parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| head::parse_content_length(v.as_bytes()))
+            .or(exact.filter(|n| *n > 0))
     } else {
         None
     };

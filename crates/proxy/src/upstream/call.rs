@@ -49,6 +49,9 @@ pub async fn call(
                 added,
                 body,
             );
+            // Pinned where it is: wrapped by value, the future would be copied into the
+            // timeout and again into this one.
+            tokio::pin!(sent);
             match tokio::time::timeout(timeout, sent).await {
                 Err(_) => Err(GatewayError::UpstreamTimeout),
                 Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::H1)),
