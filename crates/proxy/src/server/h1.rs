@@ -291,6 +291,9 @@ pub(super) async fn serve_conn<I: Io>(
     let idle_timer = tokio::time::sleep_until(last_active + idle);
     tokio::pin!(idle_timer);
     let mut first = resumed.is_none();
+    // Requests served since this task took the connection: a connection that has shown itself
+    // busy keeps its buffers between requests (until parked).
+    let mut served: u32 = 0;
     // Set once the listener is stopping: in-flight requests finish by then.
     let mut drain_deadline: Option<Instant> = None;
 
@@ -311,13 +314,7 @@ pub(super) async fn serve_conn<I: Io>(
                     if let Some(park) = parkable {
                         if now >= last_active + park_after {
                             // A parked connection holds no buffer.
-                            {
-                                let mut g = lock(&conn);
-                                if g.rbuf.is_empty() {
-                                    g.rbuf = BytesMut::new();
-                                }
-                                g.wbuf = BytesMut::new();
-                            }
+                            release_buffers(&conn);
                             let parked = Parked {
                                 conn,
                                 info: info.clone(),
@@ -394,11 +391,16 @@ pub(super) async fn serve_conn<I: Io>(
             Next::Closed => return Served::Closed,
         };
         last_active = Instant::now();
+        served = served.saturating_add(1);
         match outcome {
             Exchange::KeepAlive if drain_deadline.is_none() => {
-                // The buffers stay for the next request (their allocation is reclaimed once
-                // the last request's head and response are dropped); they are released when
-                // the connection is parked.
+                // After its first request a connection gives its buffers back while it waits
+                // (10,000 connections each holding theirs until parked left ~0.4 KiB per idle
+                // connection more in the allocator); one that keeps sending requests keeps
+                // them, and saves two allocations per request, until it is parked.
+                if served < BUSY_AFTER {
+                    release_buffers(&conn);
+                }
                 // Parking is due `park_after` from now; the timer only ever moves later on
                 // its own, so bring it forward once if it is set further out (the first
                 // request's full idle timeout).
@@ -414,6 +416,19 @@ pub(super) async fn serve_conn<I: Io>(
             Exchange::Upgraded => return Served::Closed,
         }
     }
+}
+
+/// Requests after which a connection counts as busy and keeps its buffers between requests.
+const BUSY_AFTER: u32 = 2;
+
+/// Drops the connection's buffers (their memory goes back to the allocator) when nothing is
+/// buffered.
+fn release_buffers<I>(conn: &Mutex<ConnIo<I>>) {
+    let mut g = lock(conn);
+    if g.rbuf.is_empty() {
+        g.rbuf = BytesMut::new();
+    }
+    g.wbuf = BytesMut::new();
 }
 
 /// The listener's stop signal as the connection task sees it: one `Notify` waiter, polled
