@@ -22,9 +22,8 @@ use crate::upstream::h1::{self, SendError};
 use crate::upstream::HttpClient;
 
 /// Calls one target with the request head in `head` and the gateway's `added` fields (path
-/// and query in `pq`). HTTP/1.1
-/// borrows the head, so a retry sends it again without a copy; HTTP/2 (hyper) needs an owned
-/// request: the head is cloned, or taken on the `last` attempt.
+/// and query in `pq`). HTTP/1.1 borrows the head, so a retry sends it again without a copy;
+/// HTTP/2 (hyper) needs an owned request: the head is cloned, or taken on the `last` attempt.
 #[allow(clippy::too_many_arguments)]
 pub async fn call(
     res: &ResolvedUpstream,
