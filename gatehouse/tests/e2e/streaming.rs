@@ -158,11 +158,12 @@ async fn idle_pooled_upstream_connections_are_closed_after_the_idle_timeout() {
             assert!(n > 0, "gateway closed before sending the request");
             got.extend_from_slice(&buf[..n]);
         }
+        // Taken before the answer is sent: the connection goes back to the pool after it.
+        let started = std::time::Instant::now();
         conn.write_all(answer).await.expect("answer");
         let resp = req.await.expect("task").expect("response");
         assert_eq!(resp.text().await.expect("body"), "ok");
         // Idle in the pool: closed by the gateway within about the idle timeout.
-        let started = std::time::Instant::now();
         let n = tokio::time::timeout(Duration::from_secs(3), conn.read(&mut buf))
             .await
             .unwrap_or_else(|_| panic!("round {round}: idle pooled connection kept open"))
