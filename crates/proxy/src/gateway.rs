@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use gatehouse_core::Snapshot;
 use gatehouse_telemetry::metrics::{RouteMetrics, UpstreamMetrics};
 use gatehouse_telemetry::{AccessLog, Metrics};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::ratelimit::redis::RedisStore;
 use crate::ratelimit::{RateLimiters, RouteLimits};
@@ -100,11 +100,12 @@ pub struct Shared {
     pub auth: crate::policy::auth::AuthState,
     pub(crate) conn_limit: Arc<Semaphore>,
     conn_limit_size: AtomicUsize,
-    /// Flipped to true when every connection and tunnel must close now (hard deadline).
-    /// Tunnels watch this channel; HTTP connections watch their listener's [`Stopper`],
-    /// which [`Shared::stop_hard`] pokes after setting `hard_stopped`.
-    pub(crate) hard_stop: watch::Sender<bool>,
+    /// Set when every connection and tunnel must close now (hard deadline). HTTP
+    /// connections wait on their listener's [`Stopper`], WebSocket tunnels on `tunnel_stop`;
+    /// [`Shared::stop_hard`] sets this and pokes them all.
     hard_stopped: Arc<std::sync::atomic::AtomicBool>,
+    /// The tunnels' stop signal (never stopped gracefully: only the hard stop reaches it).
+    pub(crate) tunnel_stop: Arc<Stopper>,
     stoppers: Mutex<Vec<std::sync::Weak<Stopper>>>,
     pub(crate) open_connections: AtomicUsize,
 }
@@ -213,7 +214,6 @@ impl Shared {
     /// Every connection and tunnel closes now.
     pub(crate) fn stop_hard(&self) {
         self.hard_stopped.store(true, Ordering::Release);
-        let _ = self.hard_stop.send(true);
         for s in lock(&self.stoppers)
             .iter()
             .filter_map(std::sync::Weak::upgrade)
@@ -265,7 +265,8 @@ impl Gateway {
     pub async fn start(snapshot: Snapshot, opts: GatewayOptions) -> std::io::Result<Arc<Gateway>> {
         let snapshot = Arc::new(snapshot);
         let max_conns = snapshot.limits.max_connections;
-        let (hard_stop, _) = watch::channel(false);
+        let hard_stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tunnel_stop = Arc::new(Stopper::new(hard_stopped.clone()));
         let dns = DnsCache::new(opts.dns_lookup.unwrap_or_else(dns::system_lookup));
         let shared = Arc::new(Shared {
             active: ArcSwap::from_pointee(Active::new(
@@ -287,9 +288,9 @@ impl Gateway {
             auth: Default::default(),
             conn_limit: Arc::new(Semaphore::new(max_conns)),
             conn_limit_size: AtomicUsize::new(max_conns),
-            hard_stop,
-            hard_stopped: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            stoppers: Mutex::new(Vec::new()),
+            hard_stopped,
+            stoppers: Mutex::new(vec![Arc::downgrade(&tunnel_stop)]),
+            tunnel_stop,
             open_connections: AtomicUsize::new(0),
         });
         shared.install(shared.resolve(snapshot.clone()));

@@ -68,7 +68,6 @@ pub fn tunnel(
     // A tunnel outlives the HTTP connection it came from: it counts as an open connection
     // for graceful shutdown and is force-closed at the hard deadline (F11).
     let guard = crate::server::conn::ConnGuard::new(&shared);
-    let mut hard_stop = shared.hard_stop.subscribe();
     tokio::spawn(async move {
         tokio::select! {
             _ = async {
@@ -77,7 +76,8 @@ pub fn tunnel(
                     Err(_) => tracing::debug!("client side of the upgrade went away"),
                 }
             } => {}
-            _ = hard_stop.wait_for(|stop| *stop) => {}
+            // The tunnels' stop signal: only the hard stop reaches it.
+            _ = shared.tunnel_stop.stopped() => {}
         }
         drop(guard);
         drop(permit);

@@ -227,16 +227,20 @@ impl LogTime {
                 t
             }
         });
-        let ms = now.subsec_millis();
-        t.buf[20] = b'0' + (ms / 100) as u8;
-        t.buf[21] = b'0' + (ms / 10 % 10) as u8;
-        t.buf[22] = b'0' + (ms % 10) as u8;
+        t.set_millis(now.subsec_millis());
         t
+    }
+
+    /// The three digits after the seconds.
+    fn set_millis(&mut self, ms: u32) {
+        let ms = ms.min(999);
+        self.buf[20] = b'0' + (ms / 100) as u8;
+        self.buf[21] = b'0' + (ms / 10 % 10) as u8;
+        self.buf[22] = b'0' + (ms % 10) as u8;
     }
 
     /// The timestamp `secs` seconds + `ms` milliseconds after the Unix epoch.
     pub fn at(secs: i64, ms: u32) -> LogTime {
-        let ms = i64::from(ms);
         let days = secs.div_euclid(86_400);
         let rem = secs.rem_euclid(86_400);
         let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
@@ -268,7 +272,7 @@ impl LogTime {
         put(12, h, 2);
         put(15, m, 2);
         put(18, s, 2);
-        put(22, ms, 3);
+        t.set_millis(ms);
         t
     }
 

@@ -936,6 +936,26 @@ async fn s12_small_unread_body_keeps_the_connection_a_large_one_closes_it() {
     assert!(!rig.up.received_contains(b"/admin"));
 }
 
+/// S12, by time: an unread body that stops arriving after a local answer is not waited
+/// for: the discard gives up after its time limit and the connection closes (rather than
+/// staying open until the idle timeout with a half-read body).
+#[tokio::test]
+async fn s12_unread_body_that_stalls_closes_the_connection() {
+    let rig = Rig::with(RawScript::ok("ok"), s12_config).await;
+    let mut c = rig.connect().await;
+    c.write(b"POST /p HTTP/1.1\r\nHost: other.test\r\nContent-Length: 1000\r\n\r\n0123456789")
+        .await
+        .expect("write");
+    let r = c.read_response(T).await.expect("404");
+    assert_eq!(r.status, 404);
+    // The idle timeout is 60 s: only the discard's own limits can close it within T.
+    assert!(
+        c.is_closed(T).await,
+        "connection kept with a stalled unread body"
+    );
+    assert_eq!(rig.up.requests().len(), 0);
+}
+
 /// A response the recorder sends after the bad one: it must never reach a client.
 const S13_EVIL: &str = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-Evil: 1\r\n\r\nevil";
 

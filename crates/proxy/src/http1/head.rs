@@ -12,6 +12,7 @@ use std::mem::MaybeUninit;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
+use memchr::memchr;
 
 use gatehouse_core::GatewayError;
 
@@ -71,8 +72,6 @@ pub fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
     }
     None
 }
-
-use memchr::memchr;
 
 /// The largest head accepted: the request line plus the header block.
 pub fn max_head(max_request_line: usize, max_header_bytes: usize) -> usize {
@@ -473,8 +472,10 @@ fn put_field(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
     out.put_slice(b"\r\n");
 }
 
-fn put_decimal(out: &mut BytesMut, n: u64) {
+fn put_content_length(out: &mut BytesMut, n: u64) {
+    out.put_slice(b"content-length: ");
     out.put_slice(itoa::Buffer::new().format(n).as_bytes());
+    out.put_slice(b"\r\n");
 }
 
 /// A request head for an upstream: origin-form target, the headers as the pipeline left
@@ -504,17 +505,14 @@ pub fn encode_request<'a>(
                 out.put_slice(b"content-length: 0\r\n");
             }
         }
-        Framing::Length(n) => {
-            out.put_slice(b"content-length: ");
-            put_decimal(out, n);
-            out.put_slice(b"\r\n");
-        }
+        Framing::Length(n) => put_content_length(out, n),
         Framing::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
     }
     out.put_slice(b"\r\n");
 }
 
-/// How the server frames a response body on the wire.
+/// How a body is framed on the wire: a response to a client, or a request to an upstream
+/// (never `Close` there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFraming {
     /// No body is written (HEAD, 1xx, 204, 304).
@@ -525,8 +523,9 @@ pub enum BodyFraming {
     Close,
 }
 
-/// A response head for a client. `length` is the body's length when known; `close` adds
-/// `Connection: close`, `keep_alive_10` adds `Connection: keep-alive` for HTTP/1.0 clients.
+/// A response head for a client: the framing header chosen by `framing` (for a HEAD answer,
+/// `declared_length`: the length a GET would have had), a `Date` when the headers have none,
+/// and `connection` (`close`, `keep-alive` for HTTP/1.0, `upgrade`) when given.
 pub fn encode_response(
     out: &mut BytesMut,
     status: StatusCode,
@@ -551,18 +550,12 @@ pub fn encode_response(
         });
     }
     match framing {
-        BodyFraming::Length(n) => {
-            out.put_slice(b"content-length: ");
-            put_decimal(out, n);
-            out.put_slice(b"\r\n");
-        }
+        BodyFraming::Length(n) => put_content_length(out, n),
         BodyFraming::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
         BodyFraming::None => {
             // HEAD answers carry the length a GET would have had.
             if let Some(n) = declared_length {
-                out.put_slice(b"content-length: ");
-                put_decimal(out, n);
-                out.put_slice(b"\r\n");
+                put_content_length(out, n);
             }
         }
         BodyFraming::Close => {}

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::Body as HttpBody;
 
 use crate::body::BoxError;
-use crate::http1::head;
+use crate::http1::head::{self, BodyFraming};
 
 /// Bytes gathered into one write (the head and small body frames that are ready).
 pub const WRITE_COALESCE: usize = 16 * 1024;
@@ -17,16 +17,6 @@ pub const WRITE_COALESCE: usize = 16 * 1024;
 /// Where the bytes go: a client connection (with its slow-reader timeout) or an upstream one.
 pub(crate) trait Sink {
     async fn send(&mut self, bytes: Bytes) -> io::Result<()>;
-}
-
-/// How the body is delimited on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delimit {
-    /// `Content-Length`: exactly this many bytes, or the write fails.
-    Length(u64),
-    Chunked,
-    /// Until the connection closes (HTTP/1.0 responses of unknown length).
-    Close,
 }
 
 #[derive(Debug)]
@@ -39,7 +29,8 @@ pub enum WriteBodyError {
     Length { declared: u64, longer: bool },
 }
 
-/// Writes `body` after the head already in `out`. Frames that are ready now are gathered
+/// Writes `body` after the head already in `out` (`BodyFraming::None`: only the head; the
+/// body is not read). Frames that are ready now are gathered
 /// with it (up to [`WRITE_COALESCE`]) and sent before waiting for more, so a small message
 /// is one write. On a failure the connection must not be reused; what was gathered and not
 /// yet sent is left in `out` (a response's caller sends it, so the client sees the message
@@ -49,14 +40,20 @@ pub enum WriteBodyError {
 pub(crate) async fn write_body<B, S>(
     body: &mut B,
     out: &mut BytesMut,
-    delimit: Delimit,
+    framing: BodyFraming,
     sink: &mut S,
 ) -> Result<(), WriteBodyError>
 where
     B: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
     S: Sink,
 {
-    let chunked = delimit == Delimit::Chunked;
+    if framing == BodyFraming::None {
+        return sink
+            .send(out.split().freeze())
+            .await
+            .map_err(WriteBodyError::Io);
+    }
+    let chunked = framing == BodyFraming::Chunked;
     let mut sent: u64 = 0;
     let failure = loop {
         // Take what the body has ready without waiting; send what is gathered before waiting.
@@ -83,7 +80,7 @@ where
             },
             Some(Err(e)) => break WriteBodyError::Body(e),
             None => {
-                if let Delimit::Length(n) = delimit {
+                if let BodyFraming::Length(n) = framing {
                     if sent != n {
                         break WriteBodyError::Length {
                             declared: n,
@@ -103,7 +100,7 @@ where
             }
         };
         sent += data.len() as u64;
-        if let Delimit::Length(n) = delimit {
+        if let BodyFraming::Length(n) = framing {
             if sent > n {
                 break WriteBodyError::Length {
                     declared: n,
@@ -175,7 +172,7 @@ mod tests {
         let mut out = BytesMut::from(&b"HEAD\r\n\r\n"[..]);
         let mut sink = Collect(Vec::new());
         let mut b = body(&[b"ab", b"", b"cd"]);
-        write_body(&mut b, &mut out, Delimit::Chunked, &mut sink)
+        write_body(&mut b, &mut out, BodyFraming::Chunked, &mut sink)
             .await
             .expect("written");
         assert_eq!(sink.0.len(), 1);
@@ -190,7 +187,7 @@ mod tests {
         let mut sink = Collect(Vec::new());
         let mut b = body(&[b"abc", b"def"]);
         let mut out = BytesMut::new();
-        let e = write_body(&mut b, &mut out, Delimit::Length(4), &mut sink).await;
+        let e = write_body(&mut b, &mut out, BodyFraming::Length(4), &mut sink).await;
         assert!(matches!(
             e,
             Err(WriteBodyError::Length { longer: true, .. })
@@ -201,7 +198,7 @@ mod tests {
         let mut sink = Collect(Vec::new());
         let mut b = body(&[b"abc"]);
         let mut out = BytesMut::new();
-        let e = write_body(&mut b, &mut out, Delimit::Length(4), &mut sink).await;
+        let e = write_body(&mut b, &mut out, BodyFraming::Length(4), &mut sink).await;
         assert!(matches!(
             e,
             Err(WriteBodyError::Length { longer: false, .. })
@@ -210,9 +207,14 @@ mod tests {
 
         let mut sink = Collect(Vec::new());
         let mut b = body(&[b"ab", b"cd"]);
-        write_body(&mut b, &mut BytesMut::new(), Delimit::Length(4), &mut sink)
-            .await
-            .expect("written");
+        write_body(
+            &mut b,
+            &mut BytesMut::new(),
+            BodyFraming::Length(4),
+            &mut sink,
+        )
+        .await
+        .expect("written");
         assert_eq!(joined(&sink), b"abcd");
     }
 
@@ -225,7 +227,7 @@ mod tests {
         let mut b = StreamBody::new(futures_util::stream::iter(frames));
         let mut sink = Collect(Vec::new());
         let mut out = BytesMut::from(&b"HEAD\r\n\r\n"[..]);
-        let e = write_body(&mut b, &mut out, Delimit::Chunked, &mut sink).await;
+        let e = write_body(&mut b, &mut out, BodyFraming::Chunked, &mut sink).await;
         assert!(matches!(e, Err(WriteBodyError::Body(_))));
         assert!(sink.0.is_empty(), "nothing sent before the failure");
         assert_eq!(&out[..], b"HEAD\r\n\r\n2\r\nab\r\n");
@@ -237,7 +239,7 @@ mod tests {
         let mut sink = Collect(Vec::new());
         let mut b = body(&[b"a", &BIG]);
         let mut out = BytesMut::new();
-        write_body(&mut b, &mut out, Delimit::Close, &mut sink)
+        write_body(&mut b, &mut out, BodyFraming::Close, &mut sink)
             .await
             .expect("written");
         assert_eq!(sink.0.len(), 2);

@@ -8,10 +8,7 @@ use gatehouse_core::GatewayError;
 
 pub fn check_declared(headers: &HeaderMap, max_body: u64) -> Result<(), GatewayError> {
     if let Some(cl) = headers.get(header::CONTENT_LENGTH) {
-        let n: u64 = cl
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse().ok())
+        let n = crate::http1::head::parse_content_length(cl.as_bytes())
             .ok_or(GatewayError::BadRequest("invalid content-length"))?;
         if n > max_body {
             return Err(GatewayError::PayloadTooLarge);

@@ -104,6 +104,20 @@ impl Stopper {
         self.grace().is_some() || self.hard_stopped()
     }
 
+    /// Resolves once stopping (gracefully or hard). For loops that only need to end.
+    pub async fn stopped(&self) {
+        loop {
+            let next = self.notify.notified();
+            tokio::pin!(next);
+            // Registered before the flags are read, so a signal in between is not missed.
+            next.as_mut().enable();
+            if self.stopping() {
+                return;
+            }
+            next.await;
+        }
+    }
+
     /// A waiter for the next stop or poke. Call `enable()` on it, then look at the flags,
     /// so a signal sent in between is not missed.
     pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {

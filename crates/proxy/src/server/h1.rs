@@ -40,7 +40,7 @@ use crate::body::{BoxError, ClientBodyError, RequestBody, ResponseBody};
 use crate::gateway::Shared;
 use crate::http1::decode::{Decoded, Decoder};
 use crate::http1::head::{self, BodyFraming, Framing, HeadError, RequestHead};
-use crate::http1::write::{write_body, Delimit, Sink, WriteBodyError};
+use crate::http1::write::{write_body, Sink, WriteBodyError};
 use crate::http1::{poll_read_buf, poll_write_all, Io, Prefixed, Upgraded};
 use crate::pipeline;
 use crate::server::conn::{ConnGuard, ConnInfo, Stopper};
@@ -655,7 +655,7 @@ async fn read_head<I: Io>(conn: &Mutex<ConnIo<I>>, limits: &ConnLimits) -> ReadH
                     Err(e) => ReadHead::Refused(e),
                 };
             }
-            let no_line_end = !s.rbuf.contains(&b'\n');
+            let no_line_end = memchr::memchr(b'\n', &s.rbuf).is_none();
             if s.rbuf.len() > max
                 || (no_line_end && s.rbuf.len() > head_limits.max_request_line + 2)
             {
@@ -885,19 +885,8 @@ async fn write_response<I: Io>(
         declared_for_head,
         connection,
     );
-    let delimit = match framing {
-        BodyFraming::None => {
-            drop(body);
-            write_timed(conn, out.split().freeze(), idle).await?;
-            lock(conn).wbuf = out;
-            return Ok(close);
-        }
-        BodyFraming::Length(n) => Delimit::Length(n),
-        BodyFraming::Chunked => Delimit::Chunked,
-        BodyFraming::Close => Delimit::Close,
-    };
     let mut sink = ClientSink { conn, idle };
-    match write_body(&mut body, &mut out, delimit, &mut sink).await {
+    match write_body(&mut body, &mut out, framing, &mut sink).await {
         Ok(()) => {
             lock(conn).wbuf = out;
             Ok(close)

@@ -114,14 +114,8 @@ async fn accept_loop(
     stopper: Arc<Stopper>,
 ) {
     loop {
-        let stopped = stopper.notified();
-        tokio::pin!(stopped);
-        stopped.as_mut().enable();
-        if stopper.stopping() {
-            break;
-        }
         let accepted = tokio::select! {
-            _ = stopped => continue,
+            _ = stopper.stopped() => break,
             a = listener.accept() => a,
         };
         let (stream, peer) = match accepted {

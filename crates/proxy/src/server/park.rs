@@ -74,14 +74,8 @@ async fn run<I: Io>(
     let mut sweep = tokio::time::interval(SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let stopped = stopper.notified();
-        tokio::pin!(stopped);
-        stopped.as_mut().enable();
-        if stopper.stopping() {
-            break;
-        }
         tokio::select! {
-            _ = stopped => {}
+            _ = stopper.stopped() => break,
             p = rx.recv() => match p {
                 Some(p) => {
                     shared.metrics.parked_connections.inc();
@@ -114,10 +108,8 @@ async fn run<I: Io>(
 /// closed or its idle timeout passed (the sweep marks it and wakes it). Kept small: it is
 /// most of what a parked connection costs beyond its stream.
 struct Waiting<I> {
-    conn: Option<Shared_<I>>,
-    info: Arc<ConnInfo>,
-    last_active: Instant,
-    deadline: Instant,
+    /// `None` once handed back.
+    parked: Option<Parked<I>>,
     expired: bool,
     waker: Option<Waker>,
 }
@@ -125,17 +117,15 @@ struct Waiting<I> {
 impl<I: Io> Waiting<I> {
     fn new(p: Parked<I>) -> Self {
         Waiting {
-            conn: Some(p.conn),
-            info: p.info,
-            last_active: p.last_active,
-            deadline: p.deadline,
+            parked: Some(p),
             expired: false,
             waker: None,
         }
     }
 
     fn expire_if_due(&mut self, now: Instant) {
-        if !self.expired && now >= self.deadline {
+        let due = self.parked.as_ref().is_some_and(|p| now >= p.deadline);
+        if !self.expired && due {
             self.expired = true;
             if let Some(w) = self.waker.take() {
                 w.wake();
@@ -149,13 +139,13 @@ impl<I: Io> Future for Waiting<I> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let Some(conn) = this.conn.as_ref() else {
+        let Some(p) = this.parked.as_ref() else {
             return Poll::Pending;
         };
         let woke = if this.expired {
             false
         } else {
-            match h1::read_idle(conn, cx) {
+            match h1::read_idle(&p.conn, cx) {
                 Poll::Ready(Ok(n)) => n > 0,
                 Poll::Ready(Err(_)) => false,
                 Poll::Pending => {
@@ -166,16 +156,8 @@ impl<I: Io> Future for Waiting<I> {
                 }
             }
         };
-        match this.conn.take() {
-            Some(conn) => Poll::Ready((
-                Parked {
-                    conn,
-                    info: this.info.clone(),
-                    last_active: this.last_active,
-                    deadline: this.deadline,
-                },
-                woke,
-            )),
+        match this.parked.take() {
+            Some(p) => Poll::Ready((p, woke)),
             None => Poll::Pending,
         }
     }

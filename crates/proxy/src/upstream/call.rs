@@ -21,23 +21,35 @@ use crate::policy::forwarded::Added;
 use crate::upstream::h1::{self, SendError};
 use crate::upstream::HttpClient;
 
-/// Calls one target with the request head in `head` and the gateway's `added` fields (path
-/// and query in `pq`). HTTP/1.1 borrows the head, so a retry sends it again without a copy;
-/// HTTP/2 (hyper) needs an owned request: the head is cloned, or taken on the `last` attempt.
-#[allow(clippy::too_many_arguments)]
+/// The request as each attempt sends it. HTTP/1.1 borrows the head, so a retry sends it again
+/// without a copy; HTTP/2 (hyper) needs an owned request: the head is cloned, or taken on the
+/// last attempt.
+pub struct Attempt<'a> {
+    /// Always `Some` until the last attempt to an HTTP/2 upstream takes it.
+    pub head: &'a mut Option<Parts>,
+    /// The gateway's forwarding fields, sent after the head's.
+    pub added: &'a Added,
+    pub pq: &'a PathAndQuery,
+    pub last: bool,
+}
+
+/// Calls one target.
 pub async fn call(
     res: &ResolvedUpstream,
     t_idx: usize,
     target: &Target,
-    head: &mut Option<Parts>,
-    added: &Added,
-    last: bool,
-    pq: &PathAndQuery,
+    req: Attempt<'_>,
     body: Body,
     timeout: Duration,
     ctx: &Ctx,
 ) -> Result<Response<UpstreamBody>, GatewayError> {
     target.in_flight.fetch_add(1, Ordering::Relaxed);
+    let Attempt {
+        head,
+        added,
+        pq,
+        last,
+    } = req;
     let result = match (res.pools.get(t_idx), head.as_ref()) {
         (Some(pool), Some(parts)) => {
             let sent = h1::send(

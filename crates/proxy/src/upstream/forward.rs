@@ -140,24 +140,17 @@ pub async fn forward(
             (Some(b), None) => body::full(b.clone()),
             (None, None) => body::empty(),
         };
-        let last = attempt >= max_attempts;
+        let req = super::call::Attempt {
+            head: &mut out.parts,
+            added: &out.added,
+            pq: &pq,
+            last: attempt >= max_attempts,
+        };
 
         let now = Instant::now();
         let left = deadline.saturating_duration_since(now);
         let try_timeout = ups.timeouts.per_try.map_or(left, |p| p.min(left));
-        let result = super::call(
-            res,
-            t_idx,
-            t,
-            &mut out.parts,
-            &out.added,
-            last,
-            &pq,
-            body,
-            try_timeout,
-            ctx,
-        )
-        .await;
+        let result = super::call(res, t_idx, t, req, body, try_timeout, ctx).await;
         let outcome = Outcome::of(
             &result
                 .as_ref()

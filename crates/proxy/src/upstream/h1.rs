@@ -28,8 +28,8 @@ use tokio_rustls::TlsConnector;
 
 use crate::body::{Body, BoxError};
 use crate::http1::decode::{Decoded, Decoder};
-use crate::http1::head::{self, Framing, ResponseError, ResponseFraming};
-use crate::http1::write::{write_body, Delimit, Sink, WriteBodyError};
+use crate::http1::head::{self, BodyFraming, Framing, ResponseError, ResponseFraming};
+use crate::http1::write::{write_body, Sink, WriteBodyError};
 use crate::http1::{poll_read_buf, poll_write_all, Io, Prefixed, Upgraded};
 use crate::policy::forwarded::Added;
 
@@ -277,13 +277,7 @@ pub async fn send(
         added.iter(),
         framing,
     );
-    if framing != Framing::None {
-        send_body(&mut conn, &mut body, &mut out, framing).await?;
-    } else {
-        write(&mut conn.stream, out.split().freeze())
-            .await
-            .map_err(SendError::Io)?;
-    }
+    send_body(&mut conn, &mut body, &mut out, framing).await?;
     drop(body);
     conn.wbuf = out;
 
@@ -329,18 +323,19 @@ pub async fn send(
     }
 }
 
-/// Writes the head and the body (small ready bodies in the head's write).
+/// Writes the head and the body (small ready bodies in the head's write; no body: the head).
 async fn send_body(
     conn: &mut ClientConn,
     body: &mut Body,
     out: &mut BytesMut,
     framing: Framing,
 ) -> Result<(), SendError> {
-    let delimit = match framing {
-        Framing::Length(n) => Delimit::Length(n),
-        _ => Delimit::Chunked,
+    let framing = match framing {
+        Framing::None => BodyFraming::None,
+        Framing::Length(n) => BodyFraming::Length(n),
+        Framing::Chunked => BodyFraming::Chunked,
     };
-    write_body(body, out, delimit, &mut conn.stream)
+    write_body(body, out, framing, &mut conn.stream)
         .await
         .map_err(|e| match e {
             WriteBodyError::Io(e) => SendError::Io(e),
