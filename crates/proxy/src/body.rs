@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
@@ -282,6 +283,58 @@ impl HttpBody for ResponseInner {
     }
 }
 
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// The fields the gateway sets on its responses (`x-request-id`, `RateLimit-Policy`,
+/// `RateLimit`), carried beside the header map like the request side's forwarding fields
+/// (`forwarded::Added`): the HTTP/1 encoder writes them in place of any field of the same
+/// name, the HTTP/2 server merges them into the map. Inserting them cost a hash and probe
+/// each (~350 instructions for the request id alone).
+#[derive(Default)]
+pub struct GatewayFields {
+    values: [Option<HeaderValue>; 3],
+    /// The pipeline wants the connection closed after this response (HTTP/1).
+    pub close: bool,
+}
+
+/// The order of [`GatewayFields::values`].
+static GATEWAY_NAMES: [&HeaderName; 3] = [&X_REQUEST_ID, &RATELIMIT_POLICY, &RATELIMIT];
+
+impl GatewayFields {
+    pub fn new(
+        request_id: HeaderValue,
+        policy: Option<HeaderValue>,
+        ratelimit: Option<HeaderValue>,
+    ) -> Self {
+        GatewayFields {
+            values: [Some(request_id), policy, ratelimit],
+            close: false,
+        }
+    }
+
+    /// The fields set, in order, as (name, value).
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        GATEWAY_NAMES
+            .iter()
+            .zip(self.values.iter())
+            .filter_map(|(n, v)| Some((*n, v.as_ref()?)))
+    }
+
+    /// Whether a field of the map is replaced by one of these.
+    pub fn replaces(&self, name: &HeaderName) -> bool {
+        self.iter().any(|(n, _)| n == name)
+    }
+
+    /// Inserts the fields into `headers` (replacing any of the same name).
+    pub fn merge_into(&self, headers: &mut HeaderMap) {
+        for (name, value) in self.iter() {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
 /// Wraps a response body: counts bytes, enforces an idle timeout between frames (streams
 /// flow as long as bytes keep arriving, F3) and reports completion exactly once.
 pub struct ResponseBody {
@@ -290,17 +343,29 @@ pub struct ResponseBody {
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     bytes: u64,
     done: Option<Box<dyn OnComplete>>,
+    fields: GatewayFields,
 }
 
 impl ResponseBody {
-    pub fn new(inner: ResponseInner, idle: Option<Duration>, done: Box<dyn OnComplete>) -> Self {
+    pub fn new(
+        inner: ResponseInner,
+        idle: Option<Duration>,
+        done: Box<dyn OnComplete>,
+        fields: GatewayFields,
+    ) -> Self {
         ResponseBody {
             inner,
             idle,
             sleep: None,
             bytes: 0,
             done: Some(done),
+            fields,
         }
+    }
+
+    /// The gateway's own response fields, for the encoder (HTTP/1) or the map (HTTP/2).
+    pub fn fields(&self) -> &GatewayFields {
+        &self.fields
     }
 
     /// A body the gateway made, with nothing to report when it ends (the panic answer).
@@ -311,6 +376,7 @@ impl ResponseBody {
             sleep: None,
             bytes: 0,
             done: None,
+            fields: GatewayFields::default(),
         }
     }
 

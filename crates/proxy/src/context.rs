@@ -176,16 +176,28 @@ pub fn new_request_id() -> HeaderValue {
 
 /// The low `out.len()` hex digits of `v`, lowercase, most significant first.
 pub fn hex_into(v: u128, out: &mut [u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    // Digit by digit from the bytes: shifting a u128 per digit cost ~250 instructions per id.
-    let bytes = v.to_be_bytes();
+    // Eight digits per step, all in one register (a per-digit loop cost ~250 instructions
+    // per 32-digit id).
     let n = out.len().min(32);
-    let first = 32 - n;
-    for (o, k) in out[..n].iter_mut().zip(first..32) {
-        let b = bytes[k / 2];
-        let d = if k % 2 == 0 { b >> 4 } else { b & 0xf };
-        *o = HEX[usize::from(d)];
+    for (word, chunk) in out[..n].rchunks_mut(8).enumerate() {
+        let digits = hex8((v >> (32 * word)) as u32);
+        if let Ok(full) = <&mut [u8; 8]>::try_from(&mut *chunk) {
+            *full = digits;
+        } else {
+            chunk.copy_from_slice(&digits[8 - chunk.len()..]);
+        }
     }
+}
+
+/// The eight hex digits of `x`: each nibble spread to its own byte, then mapped to ASCII
+/// (`'0' + n`, plus 39 more for `a`-`f`).
+fn hex8(x: u32) -> [u8; 8] {
+    let mut v = u64::from(x);
+    v = (v | (v << 16)) & 0x0000_ffff_0000_ffff;
+    v = (v | (v << 8)) & 0x00ff_00ff_00ff_00ff;
+    v = (v | (v << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    let letters = ((v + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (v + 0x3030_3030_3030_3030 + letters * 0x27).to_be_bytes()
 }
 
 /// Query parameter names whose values never reach the access log.
@@ -276,6 +288,18 @@ mod tests {
         let mut out = [0u8; 16];
         hex_into(0x0123_4567_89ab_cdef, &mut out);
         assert_eq!(&out, b"0123456789abcdef");
+        for _ in 0..1000 {
+            let v = fastrand::u128(..);
+            let mut out = [0u8; 32];
+            hex_into(v, &mut out);
+            assert_eq!(
+                std::str::from_utf8(&out).expect("ascii"),
+                format!("{v:032x}")
+            );
+            let mut low = [0u8; 16];
+            hex_into(v, &mut low);
+            assert_eq!(&low, &out[16..]);
+        }
     }
 
     #[test]

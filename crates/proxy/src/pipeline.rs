@@ -9,11 +9,13 @@
 //! the rules under a running request. Phases not built yet (cache lookup/store,
 //! aggregation, REST→gRPC transcoding) slot in where marked.
 
+use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use http::request::Parts;
-use http::{header, HeaderValue, Request, Response, StatusCode, Version};
+use http::uri::PathAndQuery;
+use http::{header, HeaderValue, Response, StatusCode, Version};
 
 use gatehouse_core::snapshot::Route;
 use gatehouse_core::upstream::Balance;
@@ -23,7 +25,8 @@ use gatehouse_telemetry::metrics::UpstreamLabels;
 use gatehouse_telemetry::AccessRecord;
 
 use crate::body::{
-    self, Body, BodyEnd, LimitedBody, OnComplete, RequestBody, ResponseBody, ResponseInner,
+    self, Body, BodyEnd, GatewayFields, LimitedBody, OnComplete, RequestBody, ResponseBody,
+    ResponseInner,
 };
 use crate::context::Ctx;
 use crate::gateway::{Active, Shared};
@@ -37,12 +40,12 @@ use crate::policy::{
 use crate::server::conn::ConnInfo;
 use crate::{normalize, route, upgrade, upstream};
 
-/// Runs the pipeline for one request. The head is taken apart by the caller and lent to
-/// each stage: an async fn keeps its arguments for its whole life, so every layer that took
-/// the request by value added another copy of it to the per-request future (moved in
-/// memory at every layer).
+/// Runs the pipeline for one request. The head is lent by the caller, and lent on to each
+/// stage: an async fn keeps its arguments for its whole life (a by-value argument is stored
+/// twice: as passed and as the local it becomes), so every layer that took the request by
+/// value added more copies of it to the per-request future, moved in memory at every layer.
 pub async fn handle(
-    mut parts: Parts,
+    parts: &mut Parts,
     body: RequestBody,
     conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
@@ -57,7 +60,7 @@ pub async fn handle(
         shared.access_log.enabled(),
     );
     shared.metrics.in_flight.inc();
-    let mut resp = match run(&mut parts, body, &mut ctx, &active, &conn, &shared).await {
+    let mut resp = match run(parts, body, &mut ctx, &active, &conn, &shared).await {
         Ok(r) => r,
         Err(e) => {
             // The upstream answered, but the answer was refused after `forward` (a framing
@@ -81,6 +84,8 @@ pub async fn handle(
     finish(resp, ctx, active, shared, conn)
 }
 
+/// The phases before the upstream call ([`admit`]), then the call and the response
+/// transform.
 async fn run(
     parts: &mut Parts,
     body: RequestBody,
@@ -89,6 +94,85 @@ async fn run(
     conn: &ConnInfo,
     shared: &Arc<Shared>,
 ) -> Result<Response<ResponseInner>, GatewayError> {
+    let mut outbound = upstream::Outbound::default();
+    let on_upgrade = match admit(parts, body, &mut outbound, ctx, active, conn, shared).await? {
+        Admission::Answer(r) => return Ok(*r),
+        Admission::Forward(u) => u,
+    };
+    let snap = &active.snapshot;
+    let (Some(route_idx), Some(up_idx)) = (ctx.route, ctx.upstream) else {
+        return Err(GatewayError::Internal);
+    };
+    let route: &Route = &snap.routes[route_idx];
+    let ups = &snap.upstreams[up_idx];
+    let websocket = outbound.upgrade;
+
+    // upstream call: `forward` picks a healthy target, calls it and retries when safe.
+    let started = Instant::now();
+    let result = upstream::forward(shared, active, route, parts, &mut outbound, started, ctx).await;
+    drop(outbound);
+    ctx.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+    if let Err(e) = &result {
+        if e.cause() == gatehouse_core::Cause::Upstream {
+            shared
+                .metrics
+                .upstream_errors
+                .get_or_create(&UpstreamLabels {
+                    upstream: ups.name.clone(),
+                })
+                .inc();
+        }
+    }
+    let mut resp = result?;
+
+    // response transform (framing was already checked by `upstream::call`, which also
+    // poisons the pooled connection when it is ambiguous, S13)
+    if websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let tunnelled = match on_upgrade {
+            Some(client_side) => {
+                upgrade::tunnel(client_side, &mut resp, ups.timeouts.idle, shared, conn)
+            }
+            None => false,
+        };
+        if !tunnelled {
+            return Err(GatewayError::BadGateway);
+        }
+        header_policy::strip_response_hop_by_hop(resp.headers_mut(), true);
+    } else if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // An upstream may not switch protocols on a request that did not ask for it.
+        return Err(GatewayError::BadGateway);
+    } else {
+        header_policy::strip_response_hop_by_hop(resp.headers_mut(), false);
+    }
+    route.response_headers.apply(resp.headers_mut());
+
+    // cache store: caching is not built yet; it slots in here.
+    ctx.body_idle = Some(ups.timeouts.idle);
+    Ok(resp.map(ResponseInner::Upstream))
+}
+
+/// What the phases before the upstream call decided: the request is ready for `forward`
+/// (with the client side of a WebSocket handshake, to tunnel once the upstream agrees), or
+/// they answered it themselves (a CORS preflight, an authentication provider's response).
+enum Admission {
+    Answer(Box<Response<ResponseInner>>),
+    Forward(Option<tokio::sync::oneshot::Receiver<crate::http1::Upgraded>>),
+}
+
+/// normalize → route → CORS preflight → IP allow/deny → authenticate → authorize → rate
+/// limit / concurrency → request transform, leaving the request for the upstream in `parts`
+/// and `out` (filled in place; `ctx.route` and `ctx.upstream` say where it goes). A function
+/// of its own so that its locals (the route parameters, the target, the identity: ~800
+/// bytes) are not kept in the request's future while the upstream call runs.
+async fn admit(
+    parts: &mut Parts,
+    body: RequestBody,
+    out: &mut upstream::Outbound,
+    ctx: &mut Ctx,
+    active: &Arc<Active>,
+    conn: &ConnInfo,
+    shared: &Arc<Shared>,
+) -> Result<Admission, GatewayError> {
     let snap = &active.snapshot;
 
     // normalize
@@ -117,7 +201,7 @@ async fn run(
             if let Some(c) = &snap.routes[idx].cors {
                 ctx.route = Some(idx);
                 return cors::preflight(c, &asked, &parts.headers)
-                    .map(|r| r.map(ResponseInner::from));
+                    .map(|r| Admission::Answer(Box::new(r.map(ResponseInner::from))));
             }
         }
     }
@@ -203,7 +287,9 @@ async fn run(
                         auth::AuthFailure::Missing => Err(GatewayError::Unauthorized),
                         auth::AuthFailure::Invalid => Err(GatewayError::InvalidToken),
                         auth::AuthFailure::Unavailable => Err(GatewayError::UpstreamUnavailable),
-                        auth::AuthFailure::Respond(r) => Ok(r.map(ResponseInner::from)),
+                        auth::AuthFailure::Respond(r) => {
+                            Ok(Admission::Answer(Box::new(r.map(ResponseInner::from))))
+                        }
                     };
                 }
             }
@@ -237,14 +323,30 @@ async fn run(
     }
     body_limit::check_declared(&parts.headers, route.max_body).inspect_err(|_| ctx.close = true)?;
     // hide_credentials: a query-string API key never reaches the upstream.
-    let mut query: Option<String> = target.query.map(str::to_string);
+    let mut query: Option<Cow<'_, str>> = target.query.map(Cow::Borrowed);
     for src in identity.iter().flat_map(|id| id.hide.iter()) {
         if let KeySource::Query(name) = src {
-            query = query.and_then(|q| api_key::remove_query_param(&q, name));
+            query = query.and_then(|q| api_key::remove_query_param(&q, name).map(Cow::Owned));
         }
     }
-    let path_and_query =
-        rewrite::upstream_path(&route.rewrite, &target.forward, query.as_deref(), &params);
+    // The client's own target when nothing changes it (a clone of the parsed one); a
+    // rewritten one is checked by the same parser.
+    let path_and_query = match parts.uri.path_and_query() {
+        Some(original)
+            if route.rewrite.is_empty()
+                && matches!(query, None | Some(Cow::Borrowed(_)))
+                && original.path() == target.forward =>
+        {
+            original.clone()
+        }
+        _ => {
+            let rewritten =
+                rewrite::upstream_path(&route.rewrite, &target.forward, query.as_deref(), &params);
+            PathAndQuery::from_maybe_shared(bytes::Bytes::from(rewritten))
+                .map_err(|_| GatewayError::BadRequest("invalid rewritten path"))?
+        }
+    };
+    drop(query);
     // The client's `Host` value itself when the authority came from it (a slice of the
     // request head: its clones cost no allocation), else a copy of the URI's authority.
     let host_field = match parts.uri.authority() {
@@ -268,14 +370,14 @@ async fn run(
             &parts.headers,
             ctx.client_ip,
             ctx.consumer.as_deref(),
-            &path_and_query,
+            path_and_query.as_str(),
         )
     });
     let up_idx = route.target.pick(sticky, |n| fastrand::u32(0..n));
     ctx.upstream = Some(up_idx);
     let ups = &snap.upstreams[up_idx];
     let hash = if ups.balance == Balance::ConsistentHash {
-        let path = path_and_query.split('?').next().unwrap_or("");
+        let path = path_and_query.path();
         upstream::balance::request_hash(
             &ups.hash_on,
             &parts.headers,
@@ -303,7 +405,8 @@ async fn run(
             parts.headers.insert(name.clone(), value.clone());
         }
     }
-    let mut added = forwarded::add_forwarded(
+    forwarded::add_forwarded(
+        &mut out.added,
         &mut parts.headers,
         ctx,
         &authority,
@@ -315,14 +418,13 @@ async fn run(
     }
     if !route.request_headers.is_empty() {
         // The route's operations see (and may replace or remove) the gateway's fields.
-        added.merge_into(&mut parts.headers);
-        added = forwarded::Added::default();
+        out.added.merge_into(&mut parts.headers);
+        out.added = forwarded::Added::default();
         route.request_headers.apply(&mut parts.headers);
     }
 
     // cache lookup: caching is not built yet; it slots in here.
 
-    // upstream call: `forward` picks a healthy target, calls it and retries when safe.
     let on_upgrade = if websocket {
         parts
             .extensions
@@ -338,56 +440,12 @@ async fn run(
     };
     parts.extensions = http::Extensions::new();
     let body = LimitedBody::new(body, route.max_body, ctx.body.clone());
-    let (empty, ()) = Request::new(()).into_parts();
-    let outbound = upstream::Outbound {
-        parts: Some(std::mem::replace(parts, empty)),
-        added,
-        path_and_query,
-        body: http_body_util::BodyExt::boxed_unsync(body),
-        hash,
-        upgrade: websocket,
-    };
-
-    let started = Instant::now();
-    let result = upstream::forward(shared, active, up_idx, route, outbound, ctx).await;
-    ctx.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-    if let Err(e) = &result {
-        if e.cause() == gatehouse_core::Cause::Upstream {
-            shared
-                .metrics
-                .upstream_errors
-                .get_or_create(&UpstreamLabels {
-                    upstream: ups.name.clone(),
-                })
-                .inc();
-        }
-    }
-    let mut resp = result?;
-
-    // response transform (framing was already checked by `upstream::call`, which also
-    // poisons the pooled connection when it is ambiguous, S13)
-    if websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let tunnelled = match on_upgrade {
-            Some(client_side) => {
-                upgrade::tunnel(client_side, &mut resp, ups.timeouts.idle, shared, conn)
-            }
-            None => false,
-        };
-        if !tunnelled {
-            return Err(GatewayError::BadGateway);
-        }
-        header_policy::strip_response_hop_by_hop(resp.headers_mut(), true);
-    } else if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        // An upstream may not switch protocols on a request that did not ask for it.
-        return Err(GatewayError::BadGateway);
-    } else {
-        header_policy::strip_response_hop_by_hop(resp.headers_mut(), false);
-    }
-    route.response_headers.apply(resp.headers_mut());
-
-    // cache store: caching is not built yet; it slots in here.
-    ctx.body_idle = Some(ups.timeouts.idle);
-    Ok(resp.map(ResponseInner::Upstream))
+    out.upstream = up_idx;
+    out.path_and_query = path_and_query;
+    out.body = http_body_util::BodyExt::boxed_unsync(body);
+    out.hash = hash;
+    out.upgrade = websocket;
+    Ok(Admission::Forward(on_upgrade))
 }
 
 /// A request refused before the pipeline could run (its head or framing was invalid): the
@@ -473,23 +531,23 @@ struct Completion {
 
 impl OnComplete for Completion {
     fn complete(self: Box<Self>, bytes_out: u64, end: BodyEnd) {
+        // Read in place: moved out of the box, the context (~400 bytes) would be copied.
         let Completion {
             ctx,
             status,
             active,
             shared,
             conn,
-        } = *self;
+        } = &*self;
+        let status = *status;
         // Passive outlier detection for a call whose head was fine: a body sent to the end is
         // a success, one the upstream broke off is a failure (F4); a client that went away
         // says nothing about the target.
         if let (Some(u), Some(t)) = (ctx.upstream, ctx.outlier_target) {
             match end {
-                BodyEnd::Complete => {
-                    upstream::forward::report_outcome(&shared, &active, u, t, false)
-                }
+                BodyEnd::Complete => upstream::forward::report_outcome(shared, active, u, t, false),
                 BodyEnd::UpstreamFailed => {
-                    upstream::forward::report_outcome(&shared, &active, u, t, true)
+                    upstream::forward::report_outcome(shared, active, u, t, true)
                 }
                 BodyEnd::Abandoned => {}
             }
@@ -536,37 +594,24 @@ impl OnComplete for Completion {
     }
 }
 
-// Static names: inserting by `&str` parses the name on every request.
-static RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
-static RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
-
+/// The response as the servers take it: the gateway's own fields beside the head (see
+/// [`GatewayFields`]), log and metrics run when its body ends.
 fn finish(
     resp: Response<ResponseInner>,
-    ctx: Ctx,
+    mut ctx: Ctx,
     active: Arc<Active>,
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
 ) -> Response<ResponseBody> {
-    let (mut parts, b) = resp.into_parts();
-    parts
-        .headers
-        .insert(forwarded::X_REQUEST_ID.clone(), ctx.request_id.clone());
-    let mut ctx = ctx;
-    if let Some(route) = ctx.route.and_then(|i| active.snapshot.routes.get(i)) {
-        if let Some(policy) = &route.rate_limit_policy {
-            parts
-                .headers
-                .insert(RATELIMIT_POLICY.clone(), policy.clone());
-            if let Some(v) = ctx.ratelimit.take() {
-                parts.headers.insert(RATELIMIT.clone(), v);
-            }
+    let (parts, b) = resp.into_parts();
+    let (policy, ratelimit) = match ctx.route.and_then(|i| active.snapshot.routes.get(i)) {
+        Some(route) if route.rate_limit_policy.is_some() => {
+            (route.rate_limit_policy.clone(), ctx.ratelimit.take())
         }
-    }
-    if ctx.close && parts.version != Version::HTTP_2 {
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
+        _ => (None, None),
+    };
+    let mut fields = GatewayFields::new(ctx.request_id.clone(), policy, ratelimit);
+    fields.close = ctx.close;
     let idle = ctx.body_idle;
     let status = parts.status.as_u16();
     let done = Box::new(Completion {
@@ -577,5 +622,5 @@ fn finish(
         conn,
     });
     // Not boxed: the HTTP/1 server and hyper's HTTP/2 both take the concrete type.
-    Response::from_parts(parts, ResponseBody::new(b, idle, done))
+    Response::from_parts(parts, ResponseBody::new(b, idle, done, fields))
 }

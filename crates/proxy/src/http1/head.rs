@@ -14,6 +14,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 use memchr::memchr;
 
+use super::names;
+use crate::body::GatewayFields;
+
 use gatehouse_core::GatewayError;
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -186,7 +189,7 @@ pub fn parse_request(
     };
     // A little room for what the pipeline may add (identity headers); the forwarding fields
     // are kept beside the map.
-    let mut headers = HeaderMap::with_capacity(req.headers.len() + 2);
+    let mut headers = names::map(req.headers.len() + 2);
     let mut framing = Framing::None;
     let mut te_seen = false;
     let mut cl_seen = false;
@@ -195,8 +198,7 @@ pub fn parse_request(
     let mut expect_continue = false;
     let mut upgrade = false;
     for h in req.headers.iter() {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
+        let name = names::parse(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
             .map_err(|_| bad("invalid header value"))?;
         if name == header::TRANSFER_ENCODING {
@@ -275,6 +277,15 @@ pub fn parse_request(
 /// HTTP/1.0 (1.1 keeps alive by default). `true` when it also names other fields (which
 /// are hop-by-hop for this message and must be removed by the pipeline, X1).
 fn connection_tokens(value: &[u8], version: Version, keep_alive: &mut bool) -> bool {
+    // The usual field is one of the two words alone.
+    if value.eq_ignore_ascii_case(b"keep-alive") {
+        *keep_alive |= version == Version::HTTP_10;
+        return false;
+    }
+    if value.eq_ignore_ascii_case(b"close") {
+        *keep_alive = false;
+        return false;
+    }
     let mut nominates = false;
     for token in value.split(|b| *b == b',') {
         let t = token.trim_ascii();
@@ -379,30 +390,40 @@ pub fn parse_response(
         Version::HTTP_11
     };
     let status = StatusCode::from_u16(code).map_err(|_| ResponseError::Malformed)?;
+    let bodiless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
 
-    let mut headers = HeaderMap::with_capacity(resp.headers.len() + 4);
+    let mut headers = names::map(resp.headers.len() + 4);
     let mut length: Option<u64> = None;
     let mut cl_seen = false;
     let mut te: Option<bool> = None;
     let mut reusable = version == Version::HTTP_11;
     let mut framing_error = false;
     for h in resp.headers.iter() {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| ResponseError::Malformed)?;
+        let name = names::parse(h.name.as_bytes()).map_err(|_| ResponseError::Malformed)?;
         let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
             .map_err(|_| ResponseError::Malformed)?;
+        // The framing fields are the codec's: a body's length travels as the body's exact
+        // size (written again by whichever encoder sends it on), `chunked` as its absence.
+        // Only a bodiless response keeps its `Content-Length` (a HEAD answer's is the GET's).
         if name == header::CONTENT_LENGTH {
             match parse_content_length(value.as_bytes()) {
                 Some(n) if !cl_seen => length = Some(n),
                 _ => framing_error = true,
             }
             cl_seen = true;
+            if !bodiless {
+                continue;
+            }
         } else if name == header::TRANSFER_ENCODING {
             let chunked = value
                 .as_bytes()
                 .trim_ascii()
                 .eq_ignore_ascii_case(b"chunked");
             te = Some(te.is_none() && chunked);
+            continue;
         } else if name == header::CONNECTION {
             if !connection_tokens(value.as_bytes(), version, &mut reusable) {
                 continue;
@@ -412,10 +433,6 @@ pub fn parse_response(
         }
         headers.append(name, value);
     }
-    let bodiless = head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
     if cl_seen && te.is_some() {
         framing_error = true;
     }
@@ -523,26 +540,49 @@ pub enum BodyFraming {
     Close,
 }
 
-/// A response head for a client: the framing header chosen by `framing` (for a HEAD answer,
+/// A response head for a client: the map's fields, then `fields` (the gateway's, replacing
+/// any of the same name), the framing header chosen by `framing` (for a HEAD answer,
 /// `declared_length`: the length a GET would have had), a `Date` when the headers have none,
-/// and `connection` (`close`, `keep-alive` for HTTP/1.0, `upgrade`) when given.
+/// and `connection` (`close`, `keep-alive` for HTTP/1.0, `upgrade`) when given. A
+/// `Connection` field in the map is not written: `close` there (a route's header operation)
+/// turns `connection` into `close`. Returns whether it did.
 pub fn encode_response(
     out: &mut BytesMut,
     status: StatusCode,
     headers: &HeaderMap,
+    fields: &GatewayFields,
     framing: BodyFraming,
     declared_length: Option<u64>,
     connection: Option<&'static [u8]>,
-) {
+) -> bool {
     out.reserve(256 + headers.len() * 64);
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(status.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.put_slice(b"\r\n");
-    put_headers(out, headers);
+    // One pass over the map decides what a lookup per name would have.
+    let mut has_date = false;
+    let mut asked_close = false;
+    for (name, value) in headers {
+        if *name == header::CONTENT_LENGTH || *name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if *name == header::CONNECTION {
+            asked_close |= value.as_bytes().eq_ignore_ascii_case(b"close");
+            continue;
+        }
+        has_date |= *name == header::DATE;
+        if fields.replaces(name) {
+            continue;
+        }
+        put_field(out, name, value);
+    }
+    for (name, value) in fields.iter() {
+        put_field(out, name, value);
+    }
     // Proxied responses carry the upstream's `Date`; only the gateway's own need one.
-    if !headers.contains_key(header::DATE) {
+    if !has_date {
         date_now(|date| {
             out.put_slice(b"date: ");
             out.put_slice(date);
@@ -560,12 +600,18 @@ pub fn encode_response(
         }
         BodyFraming::Close => {}
     }
+    let connection = match connection {
+        Some(b"upgrade") => connection,
+        _ if asked_close => Some(&b"close"[..]),
+        c => c,
+    };
     if let Some(c) = connection {
         out.put_slice(b"connection: ");
         out.put_slice(c);
         out.put_slice(b"\r\n");
     }
     out.put_slice(b"\r\n");
+    asked_close
 }
 
 /// The chunk-size line of a data chunk.
@@ -758,17 +804,22 @@ mod tests {
         let r = resp(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", false).expect("ok");
         assert_eq!(r.framing, ResponseFraming::Length(3));
         assert!(r.reusable);
+        // Framing fields are the codec's, not headers to pass on; a bodiless answer keeps
+        // its length (a HEAD's is the GET's).
+        assert!(r.parts.headers.is_empty());
         let r = resp(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
             false,
         )
         .expect("ok");
         assert_eq!(r.framing, ResponseFraming::Chunked);
+        assert!(r.parts.headers.is_empty());
         let r = resp(b"HTTP/1.1 200 OK\r\n\r\n", false).expect("ok");
         assert_eq!(r.framing, ResponseFraming::Eof);
         assert!(!r.reusable);
         let r = resp(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true).expect("ok");
         assert_eq!(r.framing, ResponseFraming::None);
+        assert_eq!(r.parts.headers[header::CONTENT_LENGTH], "3");
         let r = resp(
             b"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n",
             false,
@@ -818,14 +869,16 @@ mod tests {
             b"POST /a?b HTTP/1.1\r\nhost: up\r\nx-extra: 1\r\ncontent-length: 5\r\n\r\n"
         );
         let mut out = BytesMut::new();
-        encode_response(
+        let asked = encode_response(
             &mut out,
             StatusCode::NOT_FOUND,
             &HeaderMap::new(),
+            &GatewayFields::default(),
             BodyFraming::Chunked,
             None,
             Some(b"close"),
         );
+        assert!(!asked);
         let text = String::from_utf8(out.to_vec()).expect("ascii");
         assert!(
             text.starts_with("HTTP/1.1 404 Not Found\r\ndate: "),
@@ -835,6 +888,37 @@ mod tests {
             text.ends_with(" GMT\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"),
             "{text}"
         );
+
+        // The map's framing and `Connection` fields are not written (`close` there closes);
+        // the gateway's fields replace the map's of the same name.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "date",
+            HeaderValue::from_static("Tue, 01 Dec 2026 00:00:00 GMT"),
+        );
+        h.insert("x-request-id", HeaderValue::from_static("upstream's"));
+        h.insert("content-length", HeaderValue::from_static("99"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("connection", HeaderValue::from_static("Close"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        let fields = GatewayFields::new(HeaderValue::from_static("abc"), None, None);
+        let mut out = BytesMut::new();
+        let asked = encode_response(
+            &mut out,
+            StatusCode::OK,
+            &h,
+            &fields,
+            BodyFraming::Length(2),
+            None,
+            None,
+        );
+        assert!(asked);
+        assert_eq!(
+            &out[..],
+            &b"HTTP/1.1 200 OK\r\ndate: Tue, 01 Dec 2026 00:00:00 GMT\r\nx-kept: 1\r\n\
+               x-request-id: abc\r\ncontent-length: 2\r\nconnection: close\r\n\r\n"[..]
+        );
+
         let mut out = BytesMut::new();
         chunk_header(&mut out, 0x1a2);
         assert_eq!(&out[..], b"1a2\r\n");

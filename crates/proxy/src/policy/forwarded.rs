@@ -59,15 +59,17 @@ impl Added {
 }
 
 /// Decides the `x-forwarded-*`, `x-real-ip`, `x-request-id` and `traceparent` values for the
-/// upstream and removes the client's copies of the ones set from `headers`. `host` is the
-/// client's authority, already a valid header value (it became `Host`).
+/// upstream (into `added`, in place) and removes the client's copies of the ones set from
+/// `headers`. `host` is the client's authority, already a valid header value (it became
+/// `Host`).
 pub fn add_forwarded(
+    added: &mut Added,
     headers: &mut HeaderMap,
     ctx: &Ctx,
     host: &HeaderValue,
     tls: bool,
     peer: IpAddr,
-) -> Added {
+) {
     // One pass over the names present: usually none of these is, and then nothing is
     // looked up or removed.
     let client_sent = headers.keys().any(|k| ADDED_NAMES.contains(&k));
@@ -106,23 +108,20 @@ pub fn add_forwarded(
         None
     };
     let tp = traceparent(incoming);
-    let added = Added {
-        values: [
-            xff,
-            proto,
-            fwd_host,
-            real_ip,
-            Some(ctx.request_id.clone()),
-            Some(tp),
-        ],
-    };
+    added.values = [
+        xff,
+        proto,
+        fwd_host,
+        real_ip,
+        Some(ctx.request_id.clone()),
+        Some(tp),
+    ];
     if client_sent {
         // What the gateway sets replaces the client's copies (as an insert would).
         for (name, _) in added.iter() {
             headers.remove(name);
         }
     }
-    added
 }
 
 /// The peer's address as a header value. The last one made on this thread is kept: a

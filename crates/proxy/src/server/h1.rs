@@ -40,6 +40,7 @@ use crate::body::{BoxError, ClientBodyError, RequestBody, ResponseBody};
 use crate::gateway::Shared;
 use crate::http1::decode::{Decoded, Decoder};
 use crate::http1::head::{self, BodyFraming, Framing, HeadError, RequestHead};
+use crate::http1::names;
 use crate::http1::write::{write_body, Sink, WriteBodyError};
 use crate::http1::{poll_read_buf, poll_write_all, Io, Prefixed, Upgraded};
 use crate::pipeline;
@@ -688,15 +689,17 @@ enum Exchange {
 
 async fn exchange<I: Io>(
     conn: &Shared_<I>,
-    head: Box<RequestHead>,
+    mut head: Box<RequestHead>,
     shared: &Arc<Shared>,
     info: &Arc<ConnInfo>,
     idle: Duration,
     draining: bool,
     stopper: &Stopper,
 ) -> Exchange {
+    // The head stays in its box and is lent to the pipeline: moved out, it would be stored
+    // in this future and again in the pipeline's.
     let RequestHead {
-        mut parts,
+        ref mut parts,
         framing,
         keep_alive,
         expect_continue,
@@ -736,17 +739,20 @@ async fn exchange<I: Io>(
     } else {
         None
     };
-    let fut = pipeline::handle(parts, body, info.clone(), shared.clone());
-    // Pinned where it is (the pipeline's future is the largest part of a request's; wrapped
-    // by value it would be copied into each wrapper).
-    tokio::pin!(fut);
-    // A panic in one request becomes a 500; the process keeps serving (F18).
-    let resp = match AssertUnwindSafe(fut).catch_unwind().await {
-        Ok(r) => r,
-        Err(_) => {
-            tracing::error!("request handler panicked");
-            shared.metrics.in_flight.dec();
-            super::panic_response()
+    // In a block of its own: the pipeline's future (the largest part of a request's) is
+    // then dead while the response is written, and that state can share its room.
+    let resp = {
+        let fut = pipeline::handle(parts, body, info.clone(), shared.clone());
+        // Pinned where it is: wrapped by value it would be copied into each wrapper.
+        tokio::pin!(fut);
+        // A panic in one request becomes a 500; the process keeps serving (F18).
+        match AssertUnwindSafe(fut).catch_unwind().await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::error!("request handler panicked");
+                shared.metrics.in_flight.dec();
+                super::panic_response()
+            }
         }
     };
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -834,12 +840,8 @@ async fn write_response<I: Io>(
     idle: Duration,
 ) -> io::Result<bool> {
     let (mut parts, mut body) = resp.into_parts();
-    // The pipeline asks for a close with `Connection: close`; the encoder writes its own.
-    if let Some(c) = parts.headers.remove(header::CONNECTION) {
-        if c.as_bytes().eq_ignore_ascii_case(b"close") {
-            close = true;
-        }
-    }
+    // The pipeline asks for a close beside the head; the encoder writes the field.
+    close |= body.fields().close;
     let status = parts.status;
     let bodiless = head_request
         || status.is_informational()
@@ -877,14 +879,16 @@ async fn write_response<I: Io>(
     };
     let mut out = std::mem::take(&mut lock(conn).wbuf);
     out.reserve(512);
-    head::encode_response(
+    close |= head::encode_response(
         &mut out,
         status,
         &parts.headers,
+        body.fields(),
         framing,
         declared_for_head,
         connection,
     );
+    names::recycle(std::mem::take(&mut parts.headers));
     let mut sink = ClientSink { conn, idle };
     match write_body(&mut body, &mut out, framing, &mut sink).await {
         Ok(()) => {

@@ -253,8 +253,13 @@ async fn serve_h2<I>(
         let info = svc_info.clone();
         async move {
             info.track_h2().request_started();
-            let (parts, body) = req.into_parts();
-            let fut = pipeline::handle(parts, RequestBody::H2(body), info.clone(), shared.clone());
+            let (mut parts, body) = req.into_parts();
+            let fut = pipeline::handle(
+                &mut parts,
+                RequestBody::H2(body),
+                info.clone(),
+                shared.clone(),
+            );
             // A panic in one request becomes a 500; the process keeps serving (F18).
             let resp = match AssertUnwindSafe(fut).catch_unwind().await {
                 Ok(r) => r,
@@ -267,7 +272,9 @@ async fn serve_h2<I>(
                     panic_response()
                 }
             };
-            Ok::<_, Infallible>(resp)
+            let (mut parts, body) = resp.into_parts();
+            body.fields().merge_into(&mut parts.headers);
+            Ok::<_, Infallible>(hyper::Response::from_parts(parts, body))
         }
     });
     let b = h2_builder(limits);

@@ -3,7 +3,8 @@
 //! gateway's own client (`h1`), HTTP/2 upstreams through hyper-util's.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+
+use tokio::time::Instant;
 
 use http::request::Parts;
 use http::uri::PathAndQuery;
@@ -26,11 +27,16 @@ use crate::upstream::HttpClient;
 /// last attempt.
 pub struct Attempt<'a> {
     /// Always `Some` until the last attempt to an HTTP/2 upstream takes it.
-    pub head: &'a mut Option<Parts>,
+    /// Taken (left empty) by the last attempt to an HTTP/2 upstream.
+    pub head: &'a mut Parts,
     /// The gateway's forwarding fields, sent after the head's.
     pub added: &'a Added,
     pub pq: &'a PathAndQuery,
     pub last: bool,
+    /// When the attempt began.
+    pub started: Instant,
+    /// When it times out.
+    pub deadline: Instant,
 }
 
 /// Calls one target.
@@ -40,7 +46,6 @@ pub async fn call(
     target: &Target,
     req: Attempt<'_>,
     body: Body,
-    timeout: Duration,
     ctx: &Ctx,
 ) -> Result<Response<UpstreamBody>, GatewayError> {
     target.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -49,11 +54,15 @@ pub async fn call(
         added,
         pq,
         last,
+        started,
+        deadline,
     } = req;
-    let result = match (res.pools.get(t_idx), head.as_ref()) {
-        (Some(pool), Some(parts)) => {
+    let result = match res.pools.get(t_idx) {
+        Some(pool) => {
+            let parts = &*head;
             let sent = h1::send(
                 pool,
+                started,
                 &parts.method,
                 pq.as_str(),
                 &parts.headers,
@@ -63,17 +72,16 @@ pub async fn call(
             // Pinned where it is: wrapped by value, the future would be copied into the
             // timeout and again into this one.
             tokio::pin!(sent);
-            match tokio::time::timeout(timeout, sent).await {
+            match tokio::time::timeout_at(deadline, sent).await {
                 Err(_) => Err(GatewayError::UpstreamTimeout),
                 Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::H1)),
                 Ok(Err(e)) => Err(h1_error(e, target, ctx)),
             }
         }
-        (Some(_), None) => Err(GatewayError::Internal),
-        (None, _) => match h2_request(target, head, added, last, pq, body) {
+        None => match h2_request(target, head, added, last, pq, body) {
             Err(e) => Err(e),
             // Boxed: hyper's request future is large; the HTTP/1 path should not carry it.
-            Ok(req) => Box::pin(call_h2(&res.client, target, req, timeout, ctx))
+            Ok(req) => Box::pin(call_h2(&res.client, target, req, deadline, ctx))
                 .await
                 .map(|r| r.map(UpstreamBody::H2)),
         },
@@ -85,7 +93,7 @@ pub async fn call(
 /// An owned request for hyper, with the absolute URI its client needs.
 fn h2_request(
     target: &Target,
-    head: &mut Option<Parts>,
+    head: &mut Parts,
     added: &Added,
     last: bool,
     pq: &PathAndQuery,
@@ -98,14 +106,10 @@ fn h2_request(
         .build()
         .map_err(|_| GatewayError::BadRequest("invalid rewritten path"))?;
     let mut req = if last {
-        match head.take() {
-            Some(h) => Request::from_parts(h, body),
-            None => return Err(GatewayError::Internal),
-        }
+        let (empty, ()) = Request::new(()).into_parts();
+        Request::from_parts(std::mem::replace(head, empty), body)
     } else {
-        let Some(parts) = head.as_ref() else {
-            return Err(GatewayError::Internal);
-        };
+        let parts = &*head;
         let mut r = Request::new(body);
         *r.method_mut() = parts.method.clone();
         *r.version_mut() = parts.version;
@@ -159,13 +163,13 @@ async fn call_h2(
     client: &HttpClient,
     target: &Target,
     mut req: Request<Body>,
-    timeout: Duration,
+    deadline: Instant,
     ctx: &Ctx,
 ) -> Result<Response<Incoming>, GatewayError> {
     // S13: hyper drains a small unread body and pools the connection again; a connection
     // that sent an ambiguous response must be poisoned instead, which needs this handle.
     let conn = capture_connection(&mut req);
-    match tokio::time::timeout(timeout, client.request(req)).await {
+    match tokio::time::timeout_at(deadline, client.request(req)).await {
         Err(_) => Err(GatewayError::UpstreamTimeout),
         Ok(Ok(resp)) => {
             if let Err(e) = check_response_framing(&resp) {

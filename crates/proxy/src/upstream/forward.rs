@@ -4,7 +4,7 @@
 //! budget and the deadline all allow.
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -24,14 +24,15 @@ use crate::policy::forwarded::Added;
 use super::retry::{backoff, should_retry, Outcome, REPLAY_LIMIT};
 use super::{mirror, outlier};
 
-/// What the pipeline hands over: the request head ready for the upstream (headers transformed,
-/// version set) and the path it goes to.
+/// What the pipeline hands over beside the request head (lent separately, headers
+/// transformed and version set): the upstream chosen, the path it goes to, the body.
 pub struct Outbound {
-    /// Always `Some` when handed over; taken by the last attempt to an HTTP/2 upstream.
-    pub parts: Option<Parts>,
-    /// The gateway's forwarding headers, sent after `parts.headers`.
+    /// Index of the upstream in the snapshot.
+    pub upstream: usize,
+    /// The gateway's forwarding headers, sent after the head's.
     pub added: Added,
-    pub path_and_query: String,
+    /// The origin-form target for the upstream, validated.
+    pub path_and_query: PathAndQuery,
     pub body: Body,
     /// The consistent-hash key of the request, if the upstream hashes.
     pub hash: Option<u64>,
@@ -39,14 +40,32 @@ pub struct Outbound {
     pub upgrade: bool,
 }
 
+impl Default for Outbound {
+    /// Filled in place by the pipeline (moved, it is ~300 bytes copied at each step).
+    fn default() -> Self {
+        Outbound {
+            upstream: 0,
+            added: Added::default(),
+            path_and_query: PathAndQuery::from_static("/"),
+            body: body::empty(),
+            hash: None,
+            upgrade: false,
+        }
+    }
+}
+
+/// Calls the upstream for `parts` (emptied when the last attempt goes to an HTTP/2 upstream,
+/// which takes the head).
 pub async fn forward(
     shared: &Arc<Shared>,
     active: &Active,
-    up_idx: usize,
     route: &Route,
-    mut out: Outbound,
+    parts: &mut Parts,
+    out: &mut Outbound,
+    started: Instant,
     ctx: &mut Ctx,
 ) -> Result<Response<UpstreamBody>, GatewayError> {
+    let up_idx = out.upstream;
     let ups = &active.snapshot.upstreams[up_idx];
     let res = &active.upstreams[up_idx];
     let labels = || UpstreamLabels {
@@ -67,11 +86,8 @@ pub async fn forward(
     }
     let _live = res.state.budget.request();
 
-    // `out` is used in place, not taken apart: an async fn keeps its arguments for its whole
-    // life, and moving the fields out would store them twice in this future.
-    let Some(parts) = out.parts.as_ref() else {
-        return Err(GatewayError::Internal);
-    };
+    // `out` is lent and used in place, not taken apart: an async fn keeps its arguments for
+    // its whole life (by value, twice), and moving the fields out would store them again.
     let (hash, upgrade) = (out.hash, out.upgrade);
     let body = std::mem::replace(&mut out.body, body::empty());
     let policy = ups.retries.as_ref().filter(|p| p.attempts > 1 && !upgrade);
@@ -97,7 +113,7 @@ pub async fn forward(
                 active.snapshot.upstreams[m.upstream].clone(),
                 &active.upstreams[m.upstream],
                 &parts.method,
-                &out.path_and_query,
+                out.path_and_query.as_str(),
                 &{
                     let mut h = parts.headers.clone();
                     out.added.merge_into(&mut h);
@@ -118,13 +134,11 @@ pub async fn forward(
         (Some(_), Some(p)) => p.attempts,
         _ => 1,
     };
-    let started = Instant::now();
+    // The route's timeout runs from when the pipeline handed the request over (`started`,
+    // also the first attempt's start: the clock is read once per attempt).
     let deadline = started + route.timeout.unwrap_or(ups.timeouts.request);
     let clock = &shared.registry.clock;
     let method = parts.method.clone();
-    // Validated once (the same parser a `Uri` uses), shared by every attempt without a copy.
-    let pq = PathAndQuery::from_maybe_shared(Bytes::from(std::mem::take(&mut out.path_and_query)))
-        .map_err(|_| GatewayError::BadRequest("invalid rewritten path"))?;
     let mut previous: Option<usize> = None;
     let mut _retry_slot = None;
     let mut attempt = 0;
@@ -140,17 +154,25 @@ pub async fn forward(
             (Some(b), None) => body::full(b.clone()),
             (None, None) => body::empty(),
         };
+        let now = if attempt == 1 {
+            started
+        } else {
+            Instant::now()
+        };
+        let try_deadline = ups
+            .timeouts
+            .per_try
+            .map_or(deadline, |p| (now + p).min(deadline));
         let req = super::call::Attempt {
-            head: &mut out.parts,
+            head: &mut *parts,
             added: &out.added,
-            pq: &pq,
+            pq: &out.path_and_query,
             last: attempt >= max_attempts,
+            started: now,
+            deadline: try_deadline,
         };
 
-        let now = Instant::now();
-        let left = deadline.saturating_duration_since(now);
-        let try_timeout = ups.timeouts.per_try.map_or(left, |p| p.min(left));
-        let result = super::call(res, t_idx, t, req, body, try_timeout, ctx).await;
+        let result = super::call(res, t_idx, t, req, body, ctx).await;
         let outcome = Outcome::of(
             &result
                 .as_ref()
@@ -198,6 +220,7 @@ pub async fn forward(
         if counts && !failed {
             ctx.outlier_target = Some(t_idx);
         }
+        crate::http1::names::recycle(std::mem::take(&mut parts.headers));
         return result;
     }
 }

@@ -141,10 +141,10 @@ impl Pool {
     }
 
     /// A live idle connection, or `None`.
-    fn checkout_idle(&self) -> Option<ClientConn> {
+    fn checkout_idle(&self, now: Instant) -> Option<ClientConn> {
         loop {
             let idle = lock(&self.idle).pop()?;
-            if idle.since.elapsed() >= self.endpoint.idle_timeout {
+            if now.saturating_duration_since(idle.since) >= self.endpoint.idle_timeout {
                 // Everything under it is older still.
                 lock(&self.idle).clear();
                 return None;
@@ -249,15 +249,17 @@ pub enum SendError {
 
 /// Sends a request (origin-form `path_and_query`) to the pool's target and returns the
 /// response once its head has arrived. The head is borrowed: a retry sends it again.
+/// `now` is the attempt's start (read once per attempt by the caller).
 pub async fn send(
     pool: &Arc<Pool>,
+    now: Instant,
     method: &Method,
     path_and_query: &str,
     headers: &HeaderMap,
     added: &Added,
     mut body: Body,
 ) -> Result<Response<ResponseBody>, SendError> {
-    let mut conn = match pool.checkout_idle() {
+    let mut conn = match pool.checkout_idle(now) {
         Some(c) => c,
         // Boxed: DNS, TCP and TLS handshake futures are large, and inline they would make
         // every call's future (moved at each await) that much larger.
