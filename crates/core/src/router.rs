@@ -47,6 +47,11 @@
 
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
+
+/// The tables looked up per request. Fx hashing: their keys come from the configuration,
+/// never from requests, so there is nothing to flood; SipHash of each path candidate was a
+/// large part of a lookup.
+type Lookup<V> = HashMap<Box<str>, V, rustc_hash::FxBuildHasher>;
 use std::fmt;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -321,8 +326,8 @@ struct RegexBucket {
 
 #[derive(Debug, Default)]
 struct HostTable {
-    exact: HashMap<Box<str>, Box<[RouteId]>>,
-    prefix: HashMap<Box<str>, Box<[RouteId]>>,
+    exact: Lookup<Box<[RouteId]>>,
+    prefix: Lookup<Box<[RouteId]>>,
     params: matchit::Router<u32>,
     param_buckets: Vec<ParamBucket>,
     regex_set: Option<RegexSet>,
@@ -333,8 +338,8 @@ struct HostTable {
 #[derive(Debug)]
 pub struct Router {
     routes: Vec<Route>,
-    exact_hosts: HashMap<Box<str>, HostTable>,
-    wildcard_hosts: HashMap<Box<str>, HostTable>,
+    exact_hosts: Lookup<HostTable>,
+    wildcard_hosts: Lookup<HostTable>,
     any_host: HostTable,
     any_host_used: bool,
     has_exact: bool,
@@ -720,11 +725,11 @@ impl Router {
             || !any_b.params.is_empty()
             || !any_b.regexes.is_empty();
         let any_host = finish(any_b, &mut errors);
-        let exact_hosts: HashMap<Box<str>, HostTable> = exact_b
+        let exact_hosts: Lookup<HostTable> = exact_b
             .into_iter()
             .map(|(k, tb)| (k, finish(tb, &mut errors)))
             .collect();
-        let wildcard_hosts: HashMap<Box<str>, HostTable> = wild_b
+        let wildcard_hosts: Lookup<HostTable> = wild_b
             .into_iter()
             .map(|(k, tb)| (k, finish(tb, &mut errors)))
             .collect();
@@ -975,9 +980,14 @@ impl Router {
         // 2. prefix, longest first, on segment boundaries
         if self.has_prefix {
             let whole = (!path.ends_with('/')).then_some(path);
-            let cands = whole
-                .into_iter()
-                .chain(path.rmatch_indices('/').map(|(i, _)| &path[..i]));
+            // `/` by byte from the end (a `str` char search cost more than the lookups).
+            let bytes = path.as_bytes();
+            let cands = whole.into_iter().chain(
+                (0..bytes.len())
+                    .rev()
+                    .filter(|&i| bytes[i] == b'/')
+                    .map(|i| &path[..i]),
+            );
             for cand in cands {
                 if cand.len() > self.max_prefix_len {
                     continue;
@@ -1173,7 +1183,7 @@ fn finish_table(
                 check(&v, errors);
                 (k, v.into_boxed_slice())
             })
-            .collect::<HashMap<_, _>>()
+            .collect::<Lookup<_>>()
     };
     let exact = freeze(tb.exact, errors);
     let prefix = freeze(tb.prefix, errors);

@@ -41,6 +41,12 @@ const SPOOFABLE: &[&str] = &[
     "x-gatehouse-consumer",
 ];
 
+/// Whether `name` is in [`SPOOFABLE`]: all but one start with `x-`, so most names a request
+/// carries are told apart by their first bytes instead of 22 comparisons.
+fn is_spoofable(name: &str) -> bool {
+    (name.starts_with("x-") || name == "true-client-ip") && SPOOFABLE.contains(&name)
+}
+
 /// Whether the request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
@@ -126,7 +132,9 @@ pub fn strip_spoofable(headers: &mut HeaderMap, peer_trusted: bool) {
         .keys()
         .filter(|k| {
             let n = k.as_str();
-            SPOOFABLE.contains(&n) || (!peer_trusted && *k == header::FORWARDED) || n.contains('_')
+            is_spoofable(n)
+                || (!peer_trusted && *k == header::FORWARDED)
+                || n.as_bytes().contains(&b'_')
         })
         .cloned()
         .collect();

@@ -87,7 +87,8 @@ impl Gcra {
     }
 }
 
-/// Hash values are already uniformly distributed (SipHash output): the table uses them as-is.
+/// Hash values are already uniformly distributed (SipHash output here, the seeded token hash
+/// of `jwt_cache`): the table uses them as-is.
 #[derive(Default)]
 pub struct PassThrough(u64);
 

@@ -739,27 +739,32 @@ async fn exchange<I: Io>(
     } else {
         None
     };
-    // In a block of its own: the pipeline's future (the largest part of a request's) is
-    // then dead while the response is written, and that state can share its room.
-    let resp = {
-        let fut = pipeline::handle(parts, body, info.clone(), shared.clone());
-        // Pinned where it is: wrapped by value it would be copied into each wrapper.
-        tokio::pin!(fut);
-        // A panic in one request becomes a 500; the process keeps serving (F18).
-        match AssertUnwindSafe(fut).catch_unwind().await {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::error!("request handler panicked");
-                shared.metrics.in_flight.dec();
-                super::panic_response()
+    // Blocks of their own: the pipeline's future (the largest part of a request's) is dead
+    // while the response is written, and the response while the rest is drained, so each
+    // state shares its room with the others (a local that outlives one await is given room
+    // of its own in every state).
+    let (written, switching, keep) = {
+        let resp = {
+            let fut = pipeline::handle(parts, body, info.clone(), shared.clone());
+            // Pinned where it is: wrapped by value it would be copied into each wrapper.
+            tokio::pin!(fut);
+            // A panic in one request becomes a 500; the process keeps serving (F18).
+            match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::error!("request handler panicked");
+                    shared.metrics.in_flight.dec();
+                    super::panic_response()
+                }
             }
-        }
+        };
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        // A stop that arrived while the request was in flight makes this response the last.
+        let draining = draining || stopper.grace().is_some();
+        let keep = keep_alive && !draining && !switching;
+        let written = write_response(conn, resp, head_request, version, !keep, idle).await;
+        (written, switching, keep)
     };
-    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    // A stop that arrived while the request was in flight makes this response the last.
-    let draining = draining || stopper.grace().is_some();
-    let keep = keep_alive && !draining && !switching;
-    let written = write_response(conn, resp, head_request, version, !keep, idle).await;
     let close_requested = match written {
         Ok(close) => close,
         Err(_) => return Exchange::Close,
