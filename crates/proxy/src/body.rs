@@ -144,6 +144,9 @@ pub enum BodyEnd {
 /// bookkeeping.
 pub trait OnComplete: Send + 'static {
     fn complete(self: Box<Self>, bytes_out: u64, end: BodyEnd);
+    /// The gateway's own fields for this response (kept in the hook's box, not in the body,
+    /// which is moved several times on its way out).
+    fn fields(&self) -> &GatewayFields;
 }
 
 /// A request body as the pipeline receives it: none, read from an HTTP/1.1 connection by
@@ -299,6 +302,12 @@ pub struct GatewayFields {
     pub close: bool,
 }
 
+/// No fields: a response the gateway made without a pipeline (the panic answer).
+static NO_FIELDS: GatewayFields = GatewayFields {
+    values: [None, None, None],
+    close: false,
+};
+
 /// The order of [`GatewayFields::values`].
 static GATEWAY_NAMES: [&HeaderName; 3] = [&X_REQUEST_ID, &RATELIMIT_POLICY, &RATELIMIT];
 
@@ -343,29 +352,23 @@ pub struct ResponseBody {
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     bytes: u64,
     done: Option<Box<dyn OnComplete>>,
-    fields: GatewayFields,
 }
 
 impl ResponseBody {
-    pub fn new(
-        inner: ResponseInner,
-        idle: Option<Duration>,
-        done: Box<dyn OnComplete>,
-        fields: GatewayFields,
-    ) -> Self {
+    pub fn new(inner: ResponseInner, idle: Option<Duration>, done: Box<dyn OnComplete>) -> Self {
         ResponseBody {
             inner,
             idle,
             sleep: None,
             bytes: 0,
             done: Some(done),
-            fields,
         }
     }
 
-    /// The gateway's own response fields, for the encoder (HTTP/1) or the map (HTTP/2).
+    /// The gateway's own response fields, for the encoder (HTTP/1) or the map (HTTP/2);
+    /// read before the body is sent (its end takes the completion hook that holds them).
     pub fn fields(&self) -> &GatewayFields {
-        &self.fields
+        self.done.as_deref().map_or(&NO_FIELDS, |d| d.fields())
     }
 
     /// A body the gateway made, with nothing to report when it ends (the panic answer).
@@ -376,7 +379,6 @@ impl ResponseBody {
             sleep: None,
             bytes: 0,
             done: None,
-            fields: GatewayFields::default(),
         }
     }
 

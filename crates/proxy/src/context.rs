@@ -31,6 +31,9 @@ impl BodyStats {
 pub struct Ctx {
     pub start: Instant,
     pub request_id: HeaderValue,
+    /// `request_id` was made here (32 random hex digits: also a valid trace id), not taken
+    /// from a trusted proxy.
+    pub own_request_id: bool,
     pub client_ip: IpAddr,
     pub peer_trusted: bool,
     pub grpc: bool,
@@ -96,9 +99,11 @@ impl Ctx {
             true => headers.get(&crate::policy::forwarded::X_REQUEST_ID),
             false => None,
         };
-        let request_id = match trusted_id {
-            Some(v) if !nominated("x-request-id") && valid_request_id(v.as_bytes()) => v.clone(),
-            _ => new_request_id(),
+        let (request_id, own_request_id) = match trusted_id {
+            Some(v) if !nominated("x-request-id") && valid_request_id(v.as_bytes()) => {
+                (v.clone(), false)
+            }
+            _ => (new_request_id(), true),
         };
         let grpc = headers
             .get(http::header::CONTENT_TYPE)
@@ -106,6 +111,7 @@ impl Ctx {
         Ctx {
             start: Instant::now(),
             request_id,
+            own_request_id,
             client_ip,
             peer_trusted,
             grpc,

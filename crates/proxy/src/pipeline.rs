@@ -65,6 +65,7 @@ pub async fn handle(
     let mut done = Box::new(Completion {
         ctx,
         status: 0,
+        fields: GatewayFields::default(),
         active,
         shared,
         conn,
@@ -500,6 +501,7 @@ pub fn reject(
     let done = Box::new(Completion {
         ctx,
         status: 0,
+        fields: GatewayFields::default(),
         active,
         shared: shared.clone(),
         conn: conn.clone(),
@@ -548,12 +550,17 @@ fn local_response(e: &GatewayError, ctx: &mut Ctx) -> Response<Body> {
 struct Completion {
     ctx: Ctx,
     status: u16,
+    fields: GatewayFields,
     active: Arc<Active>,
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
 }
 
 impl OnComplete for Completion {
+    fn fields(&self) -> &GatewayFields {
+        &self.fields
+    }
+
     fn complete(self: Box<Self>, bytes_out: u64, end: BodyEnd) {
         // Read in place: moved out of the box, the context (~400 bytes) would be copied.
         let Completion {
@@ -562,6 +569,7 @@ impl OnComplete for Completion {
             active,
             shared,
             conn,
+            ..
         } = &*self;
         let status = *status;
         // Passive outlier detection for a call whose head was fine: a body sent to the end is
@@ -632,7 +640,8 @@ fn finish(resp: Response<ResponseInner>, mut done: Box<Completion>) -> Response<
     let mut fields = GatewayFields::new(ctx.request_id.clone(), policy, ratelimit);
     fields.close = ctx.close;
     let idle = ctx.body_idle;
+    done.fields = fields;
     done.status = parts.status.as_u16();
     // Not boxed: the HTTP/1 server and hyper's HTTP/2 both take the concrete type.
-    Response::from_parts(parts, ResponseBody::new(b, idle, done, fields))
+    Response::from_parts(parts, ResponseBody::new(b, idle, done))
 }

@@ -53,7 +53,7 @@ impl AccessRecord<'_> {
     /// precision (`12.345`).
     pub fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"time\":\"");
-        out.extend_from_slice(self.time.as_str().as_bytes());
+        out.extend_from_slice(self.time.as_bytes());
         out.extend_from_slice(b"\",\"request_id\":");
         json_str(out, self.request_id);
         out.extend_from_slice(b",\"route\":");
@@ -80,7 +80,7 @@ impl AccessRecord<'_> {
         out.extend_from_slice(b",\"consumer\":");
         json_opt_str(out, self.consumer);
         out.extend_from_slice(b",\"client_ip\":\"");
-        out.extend_from_slice(crate::IpText::new(self.client_ip).as_str().as_bytes());
+        out.extend_from_slice(crate::IpText::cached(self.client_ip).as_ref());
         out.extend_from_slice(b"\",\"bytes_in\":");
         json_u64(out, self.bytes_in);
         out.extend_from_slice(b",\"bytes_out\":");
@@ -276,7 +276,11 @@ impl LogTime {
     }
 
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("")
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
     }
 }
 

@@ -46,6 +46,23 @@ impl IpText {
         t
     }
 
+    /// [`IpText::new`], remembering the last address formatted on this thread: a worker sees
+    /// the same peers again and again (keep-alive clients, a load balancer in front).
+    pub fn cached(ip: IpAddr) -> IpText {
+        thread_local! {
+            static LAST: std::cell::Cell<Option<(IpAddr, IpText)>> =
+                const { std::cell::Cell::new(None) };
+        }
+        LAST.with(|last| match last.get() {
+            Some((seen, text)) if seen == ip => text,
+            _ => {
+                let text = IpText::new(ip);
+                last.set(Some((ip, text)));
+                text
+            }
+        })
+    }
+
     fn push(&mut self, b: u8) {
         self.buf[self.len] = b;
         self.len += 1;
@@ -86,6 +103,9 @@ mod tests {
         ] {
             let ip: IpAddr = ip.parse().expect("ip");
             assert_eq!(IpText::new(ip).as_str(), ip.to_string());
+            // The cache answers for the address asked, twice in a row or after another.
+            assert_eq!(IpText::cached(ip).as_str(), ip.to_string());
+            assert_eq!(IpText::cached(ip).as_str(), ip.to_string());
         }
     }
 }

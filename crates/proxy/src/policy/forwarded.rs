@@ -107,7 +107,8 @@ pub fn add_forwarded(
     } else {
         None
     };
-    let tp = traceparent(incoming);
+    let own_id = ctx.own_request_id.then(|| ctx.request_id.as_bytes());
+    let tp = traceparent(incoming, own_id);
     added.values = [
         xff,
         proto,
@@ -153,16 +154,19 @@ fn header_value(ip: &IpText) -> Option<HeaderValue> {
 }
 
 /// Continues the caller's trace when it sent a valid `traceparent` (version 00), with a new
-/// span id for the gateway hop; otherwise starts a new sampled trace.
-pub fn traceparent(incoming: Option<&HeaderValue>) -> HeaderValue {
+/// span id for the gateway hop; otherwise starts a new sampled trace whose id is
+/// `own_id` when given (a request id the gateway made: 32 random lowercase hex digits, so
+/// the trace is found by the id the client sees), else a random one.
+pub fn traceparent(incoming: Option<&HeaderValue>, own_id: Option<&[u8]>) -> HeaderValue {
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
     let parsed = incoming.and_then(|v| parse_traceparent(v.as_bytes()));
-    match parsed {
-        Some((trace, flags)) => {
+    match (parsed, own_id) {
+        (Some((trace, flags)), _) => {
             out[3..35].copy_from_slice(trace);
             out[53..55].copy_from_slice(flags);
         }
-        None => {
+        (None, Some(id)) if id.len() == 32 => out[3..35].copy_from_slice(id),
+        (None, _) => {
             let mut id = fastrand::u128(..);
             if id == 0 {
                 id = 1;
@@ -180,21 +184,24 @@ pub fn traceparent(incoming: Option<&HeaderValue>) -> HeaderValue {
     ))
 }
 
+fn lower_hex(s: &[u8]) -> bool {
+    s.iter()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+}
+
+/// Lowercase hex and not all zeros (W3C trace context: an invalid trace id).
+fn trace_id(s: &[u8]) -> bool {
+    lower_hex(s) && s.iter().any(|b| *b != b'0')
+}
+
 fn parse_traceparent(v: &[u8]) -> Option<(&[u8], &[u8])> {
     if v.len() != 55 || &v[0..3] != b"00-" || v[35] != b'-' || v[52] != b'-' {
         return None;
     }
-    let lower_hex = |s: &[u8]| {
-        s.iter()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
-    };
     let trace = &v[3..35];
     let parent = &v[36..52];
     let flags = &v[53..55];
-    if !lower_hex(trace) || !lower_hex(parent) || !lower_hex(flags) {
-        return None;
-    }
-    if trace.iter().all(|b| *b == b'0') || parent.iter().all(|b| *b == b'0') {
+    if !trace_id(trace) || !trace_id(parent) || !lower_hex(flags) {
         return None;
     }
     Some((trace, flags))
@@ -208,7 +215,7 @@ mod tests {
     fn traceparent_continues_valid_trace() {
         let inc =
             HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
-        let out = traceparent(Some(&inc));
+        let out = traceparent(Some(&inc), Some(b"0123456789abcdef0123456789abcdef"));
         let s = out.to_str().expect("ascii");
         assert!(s.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert_ne!(&s[36..52], "00f067aa0ba902b7");
@@ -218,8 +225,20 @@ mod tests {
     #[test]
     fn traceparent_replaces_garbage() {
         let inc = HeaderValue::from_static("00-zz-yy-01");
-        let out = traceparent(Some(&inc));
+        let out = traceparent(Some(&inc), None);
         assert_eq!(out.len(), 55);
         assert!(parse_traceparent(out.as_bytes()).is_some());
+    }
+
+    #[test]
+    fn new_traces_take_the_gateways_own_request_id() {
+        let id = crate::context::new_request_id();
+        let out = traceparent(None, Some(id.as_bytes()));
+        assert_eq!(&out.as_bytes()[3..35], id.as_bytes());
+        assert!(parse_traceparent(out.as_bytes()).is_some());
+        // A trusted proxy's id is not the gateway's own: a random trace id.
+        let out = traceparent(None, None);
+        assert!(parse_traceparent(out.as_bytes()).is_some());
+        assert_ne!(&out.as_bytes()[3..35], id.as_bytes());
     }
 }
