@@ -682,6 +682,29 @@ mod tests {
         // Resuming the search near where the last one stopped finds a split terminator.
         let b = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
         assert_eq!(find_head_end(b, 25), Some(27));
+        // Mixed endings: whichever empty line comes first ends the head.
+        assert_eq!(find_head_end(b"A\r\nB\n\r\nC\r\n\r\n", 0), Some(8));
+        assert_eq!(find_head_end(b"A\nB\r\n\nC\n\r\n", 0), Some(7));
+        // Against the line-by-line definition, on soups of the bytes that matter.
+        let reference = |buf: &[u8]| {
+            (0..buf.len()).find_map(|i| match (buf[i], buf.get(i + 1), buf.get(i + 2)) {
+                (b'\n', Some(b'\n'), _) => Some(i + 2),
+                (b'\n', Some(b'\r'), Some(b'\n')) => Some(i + 3),
+                _ => None,
+            })
+        };
+        for _ in 0..20_000 {
+            let len = fastrand::usize(0..24);
+            let soup: Vec<u8> = (0..len)
+                .map(|_| [b'a', b'\r', b'\n'][fastrand::usize(0..3)])
+                .collect();
+            assert_eq!(find_head_end(&soup, 0), reference(&soup), "{soup:?}");
+            let from = fastrand::usize(0..=len);
+            // Resuming is only ever done past bytes that held no end.
+            if reference(&soup[..from]).is_none() {
+                assert_eq!(find_head_end(&soup, from), reference(&soup), "{soup:?} from {from}");
+            }
+        }
     }
 
     #[test]
