@@ -233,6 +233,20 @@ mod tests {
     }
 
     #[test]
+    fn a_token_sharing_a_stored_ones_tail_is_not_a_hit() {
+        // Same length and same last 32 bytes (so the same hash), a different payload.
+        let sig = "S".repeat(64);
+        let stored = format!("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.{sig}");
+        let forged = format!("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJtYWxsb3J5.{sig}");
+        assert_eq!(stored.len(), forged.len());
+        let c = VerifiedTokens::new(100).expect("on");
+        assert_eq!(c.hash(stored.as_bytes()), c.hash(forged.as_bytes()));
+        c.insert(&stored, claims(Some(1000), None), None, 0);
+        assert!(c.get(forged.as_bytes(), &now(500)).is_none());
+        assert!(c.get(stored.as_bytes(), &now(500)).is_some());
+    }
+
+    #[test]
     fn nbf_is_checked_on_every_hit() {
         let c = VerifiedTokens::new(100).expect("on");
         c.insert("t", claims(None, Some(1000)), None, 0);
