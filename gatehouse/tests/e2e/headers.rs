@@ -125,6 +125,55 @@ async fn x1_nominated_headers_from_trusted_peer_are_not_believed() {
     assert_eq!(log_line(&gw, id).await["client_ip"], "127.0.0.1");
 }
 
+/// The gateway's own response fields (written beside the header map by the HTTP/1 encoder,
+/// merged into it for HTTP/2) replace an upstream's and a route's copies: one `x-request-id`,
+/// the gateway's, on both protocols; the body's length is the framing on both.
+#[tokio::test]
+async fn gateway_response_fields_replace_upstream_and_route_copies_on_h1_and_h2() {
+    let up = RawUpstream::start(RawScript::Respond(http_response(
+        200,
+        &[("X-Request-Id", "upstream-id"), ("X-Up", "1")],
+        b"hello",
+    )))
+    .await
+    .expect("raw upstream");
+    let routes = "  - name: all\n    match: { path: /* }\n    upstream: app\n    headers:\n      response: { set: { x-request-id: route-id, x-route: r } }\n";
+    let gw = TestGateway::start(&config_with_routes(&up.url(), routes))
+        .await
+        .expect("gateway");
+
+    // HTTP/1.1, two requests on one connection.
+    let mut c = RawConn::connect(gw.addr()).await.expect("connect");
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let req = format!("GET /a HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr());
+        c.write(req.as_bytes()).await.expect("write");
+        let resp = c.read_response(T).await.expect("response");
+        assert_eq!(resp.status, 200);
+        let ids = resp.header_all("x-request-id");
+        assert_eq!(ids.len(), 1, "{:?}", resp.head);
+        assert!(is_generated_id(ids[0]), "{:?}", resp.head);
+        seen.push(ids[0].to_string());
+        assert_eq!(resp.header("x-route"), Some("r"));
+        assert_eq!(resp.header("x-up"), Some("1"));
+        assert_eq!(resp.header_all("content-length"), vec!["5"]);
+        assert!(resp.header("transfer-encoding").is_none());
+        assert!(resp.header("connection").is_none(), "{:?}", resp.head);
+        assert_eq!(resp.body_str(), "hello");
+    }
+    assert_ne!(seen[0], seen[1]);
+
+    // HTTP/2 (prior knowledge).
+    let r = h2c_client().get(gw.url("/a")).send().await.expect("h2");
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let ids: Vec<_> = r.headers().get_all("x-request-id").iter().collect();
+    assert_eq!(ids.len(), 1, "{:?}", r.headers());
+    assert!(is_generated_id(ids[0].to_str().expect("ascii")));
+    assert_eq!(r.headers()["x-route"], "r");
+    assert_eq!(r.headers()["content-length"], "5");
+    assert_eq!(r.text().await.expect("body"), "hello");
+}
+
 #[tokio::test]
 async fn x1_hop_by_hop_response_headers_stripped() {
     let up = RawUpstream::start(RawScript::Respond(http_response(
