@@ -167,6 +167,44 @@ async fn per_try_timeout_is_retried() {
     }
 }
 
+/// The per-try deadline is kept by each pooled upstream connection's own timer, re-armed per
+/// request: a pooled connection's next request still times out at its own deadline (not the
+/// previous one's), and one that answers in time is not cut short by an earlier deadline.
+#[tokio::test]
+async fn per_try_timeout_holds_on_reused_upstream_connections() {
+    let up = EchoUpstream::start("app").await.expect("echo");
+    let gw = TestGateway::start(&config(
+        &[up.url()],
+        "    timeouts: { per_try: 400ms, request: 5s }\n",
+    ))
+    .await
+    .expect("gateway");
+    let c = client();
+    let get = |delay_ms: u64| {
+        c.get(gw.url("/x"))
+            .header("x-echo-delay-ms", delay_ms.to_string())
+            .send()
+    };
+    // Fast, then (on the same pooled connection) slower than the deadline: 504 at ~400 ms.
+    assert_eq!(get(0).await.expect("send").status(), 200);
+    let t = Instant::now();
+    assert_eq!(get(2_000).await.expect("send").status(), 504);
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(390) && took < Duration::from_millis(1_500),
+        "took {took:?}"
+    );
+    // Then, on pooled connections again: answers within the deadline are not cut short,
+    // though the deadlines before theirs have long passed.
+    for _ in 0..3 {
+        assert_eq!(get(0).await.expect("send").status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..3 {
+        assert_eq!(get(250).await.expect("send").status(), 200);
+    }
+}
+
 /// With every try failing, the budget caps retries in flight at a share of live requests.
 #[tokio::test]
 async fn retry_budget_exhaustion_stops_retries() {

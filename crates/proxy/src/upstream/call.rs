@@ -60,22 +60,17 @@ pub async fn call(
     let result = match res.pools.get(t_idx) {
         Some(pool) => {
             let parts = &*head;
-            let sent = h1::send(
-                pool,
-                started,
-                &parts.method,
-                pq.as_str(),
-                &parts.headers,
+            let out = h1::Outgoing {
+                method: &parts.method,
+                path_and_query: pq.as_str(),
+                headers: &parts.headers,
                 added,
                 body,
-            );
-            // Pinned where it is: wrapped by value, the future would be copied into the
-            // timeout and again into this one.
-            tokio::pin!(sent);
-            match tokio::time::timeout_at(deadline, sent).await {
-                Err(_) => Err(GatewayError::UpstreamTimeout),
-                Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::H1)),
-                Ok(Err(e)) => Err(h1_error(e, target, ctx)),
+            };
+            // The deadline is kept by the connection's own timer (see `h1::send`).
+            match h1::send(pool, started, deadline, out).await {
+                Ok(resp) => Ok(resp.map(UpstreamBody::H1)),
+                Err(e) => Err(h1_error(e, target, ctx)),
             }
         }
         None => match h2_request(target, head, added, last, pq, body) {
@@ -136,6 +131,7 @@ fn h1_error(e: SendError, target: &Target, ctx: &Ctx) -> GatewayError {
             tracing::debug!(upstream = %target.url, error = ?err, "invalid upstream response");
             GatewayError::BadGateway
         }
+        SendError::Timeout => GatewayError::UpstreamTimeout,
     }
 }
 

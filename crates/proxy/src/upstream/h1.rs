@@ -9,6 +9,7 @@
 //! it is closed. A connection whose response framing was doubtful (S13), that had bytes
 //! left over after a response, or whose response said `close` is never reused.
 
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -92,6 +93,8 @@ pub struct ClientConn {
     rbuf: BytesMut,
     /// Where request heads are encoded; reused by the connection's next request.
     wbuf: BytesMut,
+    /// Bounds each exchange (re-armed per request; made on the first).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 struct Idle {
@@ -203,6 +206,7 @@ impl Pool {
                         stream,
                         rbuf: BytesMut::new(),
                         wbuf: BytesMut::new(),
+                        timer: None,
                     });
                 }
                 Ok(Err(err)) => last = err,
@@ -245,26 +249,89 @@ pub enum SendError {
     Response(ResponseError),
     /// The client's request body failed (too large, malformed, client gone).
     Body(BoxError),
+    /// No response head by the deadline.
+    Timeout,
 }
 
-/// Sends a request (origin-form `path_and_query`) to the pool's target and returns the
-/// response once its head has arrived. The head is borrowed: a retry sends it again.
-/// `now` is the attempt's start (read once per attempt by the caller).
+/// What is sent: the head (borrowed: a retry sends it again) and the body.
+pub struct Outgoing<'a> {
+    pub method: &'a Method,
+    /// Origin form.
+    pub path_and_query: &'a str,
+    pub headers: &'a HeaderMap,
+    pub added: &'a Added,
+    pub body: Body,
+}
+
+/// Sends a request to the pool's target and returns the response once its head has arrived,
+/// or [`SendError::Timeout`] at `deadline`. `now` is the attempt's start (read once per
+/// attempt by the caller).
 pub async fn send(
     pool: &Arc<Pool>,
     now: Instant,
-    method: &Method,
-    path_and_query: &str,
-    headers: &HeaderMap,
-    added: &Added,
-    mut body: Body,
+    deadline: Instant,
+    req: Outgoing<'_>,
 ) -> Result<Response<ResponseBody>, SendError> {
     let mut conn = match pool.checkout_idle(now) {
         Some(c) => c,
         // Boxed: DNS, TCP and TLS handshake futures are large, and inline they would make
         // every call's future (moved at each await) that much larger.
-        None => Box::pin(pool.connect()).await.map_err(SendError::Connect)?,
+        None => Box::pin(tokio::time::timeout_at(deadline, pool.connect()))
+            .await
+            .map_err(|_| SendError::Timeout)?
+            .map_err(SendError::Connect)?,
     };
+    // The connection's own timer, re-armed: moving a registered timer to a later deadline
+    // only stores the new expiry (the wheel is touched about once per timeout period),
+    // where a timer per call was inserted into and removed from the wheel every time
+    // (~600 instructions a request).
+    let mut timer = match conn.timer.take() {
+        Some(mut t) => {
+            t.as_mut().reset(deadline);
+            t
+        }
+        None => Box::pin(tokio::time::sleep_until(deadline)),
+    };
+    let head = {
+        let exchange = exchange(&mut conn, req);
+        tokio::pin!(exchange);
+        std::future::poll_fn(|cx| match exchange.as_mut().poll(cx) {
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => timer.as_mut().poll(cx).map(|()| Err(SendError::Timeout)),
+        })
+        .await
+    };
+    conn.timer = Some(timer);
+    let h = head?;
+    let status = h.parts.status;
+    let decoder = match h.framing {
+        ResponseFraming::None => Decoder::Done,
+        ResponseFraming::Length(n) => Decoder::length(n),
+        ResponseFraming::Chunked => Decoder::chunked(),
+        ResponseFraming::Eof => Decoder::Eof,
+    };
+    let reusable = h.reusable && status != StatusCode::SWITCHING_PROTOCOLS;
+    let body = ResponseBody {
+        conn: Some(conn),
+        decoder,
+        pool: Arc::downgrade(pool),
+        reusable,
+    };
+    Ok(Response::from_parts(h.parts, body))
+}
+
+/// Writes the request and reads until the response head (1xx other than 101 skipped).
+async fn exchange(
+    conn: &mut ClientConn,
+    req: Outgoing<'_>,
+) -> Result<head::ResponseHead, SendError> {
+    let Outgoing {
+        method,
+        path_and_query,
+        headers,
+        added,
+        mut body,
+    } = req;
     let framing = match body.size_hint().exact() {
         Some(0) if body.is_end_stream() => Framing::None,
         Some(n) => Framing::Length(n),
@@ -279,7 +346,7 @@ pub async fn send(
         added.iter(),
         framing,
     );
-    send_body(&mut conn, &mut body, &mut out, framing).await?;
+    send_body(conn, &mut body, &mut out, framing).await?;
     drop(body);
     conn.wbuf = out;
 
@@ -308,20 +375,7 @@ pub async fn send(
             // 100 Continue, 102, 103: not the response.
             continue;
         }
-        let decoder = match h.framing {
-            ResponseFraming::None => Decoder::Done,
-            ResponseFraming::Length(n) => Decoder::length(n),
-            ResponseFraming::Chunked => Decoder::chunked(),
-            ResponseFraming::Eof => Decoder::Eof,
-        };
-        let reusable = h.reusable && status != StatusCode::SWITCHING_PROTOCOLS;
-        let body = ResponseBody {
-            conn: Some(conn),
-            decoder,
-            pool: Arc::downgrade(pool),
-            reusable,
-        };
-        return Ok(Response::from_parts(h.parts, body));
+        return Ok(h);
     }
 }
 
