@@ -160,8 +160,9 @@ fn json_u64(out: &mut Vec<u8>, n: u64) {
 
 /// Milliseconds with three decimals (microseconds); non-finite values as 0.
 fn json_ms(out: &mut Vec<u8>, ms: f64) {
+    // Rounded by adding a half (positive values only): `f64::round` is a libm call.
     let us = if ms.is_finite() && ms > 0.0 {
-        (ms * 1000.0).round() as u64
+        (ms * 1000.0 + 0.5) as u64
     } else {
         0
     };
@@ -436,6 +437,24 @@ pub fn rfc3339_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn milliseconds_have_three_rounded_decimals() {
+        for (ms, text) in [
+            (0.0, "0.000"),
+            (0.0004, "0.000"),
+            (0.0006, "0.001"),
+            (1.9996, "2.000"),
+            (12.3456, "12.346"),
+            (250.0, "250.000"),
+            (f64::NAN, "0.000"),
+            (-3.0, "0.000"),
+        ] {
+            let mut out = Vec::new();
+            json_ms(&mut out, ms);
+            assert_eq!(String::from_utf8(out).expect("ascii"), text, "{ms}");
+        }
+    }
 
     #[test]
     fn timestamp_shape() {
