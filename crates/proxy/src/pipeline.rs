@@ -11,11 +11,11 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use tokio::time::Instant;
 
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Response, StatusCode, Version};
+use tokio::time::Instant;
 
 use gatehouse_core::snapshot::Route;
 use gatehouse_core::upstream::Balance;

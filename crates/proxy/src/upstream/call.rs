@@ -4,13 +4,12 @@
 
 use std::sync::atomic::Ordering;
 
-use tokio::time::Instant;
-
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{header, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::capture_connection;
+use tokio::time::Instant;
 
 use gatehouse_core::upstream::Target;
 use gatehouse_core::GatewayError;
@@ -26,7 +25,6 @@ use crate::upstream::HttpClient;
 /// without a copy; HTTP/2 (hyper) needs an owned request: the head is cloned, or taken on the
 /// last attempt.
 pub struct Attempt<'a> {
-    /// Always `Some` until the last attempt to an HTTP/2 upstream takes it.
     /// Taken (left empty) by the last attempt to an HTTP/2 upstream.
     pub head: &'a mut Parts,
     /// The gateway's forwarding fields, sent after the head's.

@@ -4,13 +4,13 @@
 //! budget and the deadline all allow.
 
 use std::sync::Arc;
-use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::Response;
 use http_body::Body as _;
+use tokio::time::Instant;
 
 use gatehouse_core::snapshot::Route;
 use gatehouse_core::GatewayError;
