@@ -284,7 +284,9 @@ pub async fn send(
     // The connection's own timer, re-armed: moving a registered timer to a later deadline
     // only stores the new expiry (the wheel is touched about once per timeout period),
     // where a timer per call was inserted into and removed from the wheel every time
-    // (~600 instructions a request).
+    // (~600 instructions a request). A pooled connection's timer may still fire once at its
+    // last deadline: a spurious wake-up of the task that used it last, which finds nothing
+    // to do; the next request re-arms it.
     let mut timer = match conn.timer.take() {
         Some(mut t) => {
             t.as_mut().reset(deadline);
