@@ -305,6 +305,9 @@ pub(super) async fn serve_conn<I: Io>(
                 biased;
                 // Hard stop, or the listener stopping: an idle connection just closes.
                 _ = std::future::poll_fn(|cx| signals.poll(cx)) => return Served::Closed,
+                // Before the timer: woken by the next request's bytes, the connection reads
+                // them without polling the timer again (a `Sleep` poll is ~150 instructions).
+                r = std::future::poll_fn(|cx| read_idle(&conn, cx)) => r,
                 _ = &mut idle_timer => {
                     let now = Instant::now();
                     if now >= last_active + idle {
@@ -334,7 +337,6 @@ pub(super) async fn serve_conn<I: Io>(
                     idle_timer.as_mut().reset(next);
                     continue;
                 }
-                r = std::future::poll_fn(|cx| read_idle(&conn, cx)) => r,
             };
             match outcome {
                 Ok(0) | Err(_) => return Served::Closed,
@@ -371,6 +373,10 @@ pub(super) async fn serve_conn<I: Io>(
         let outcome = loop {
             tokio::select! {
                 biased;
+                // The request first: its last wake-up (the response written) then ends the
+                // wait without polling the signals; while it is pending they are polled
+                // after it, so a stop is seen as soon as before.
+                o = &mut request => break o,
                 signal = std::future::poll_fn(|cx| signals.poll(cx)) => match signal {
                     Signal::Hard => return Served::Closed,
                     Signal::Stop(g) => {
@@ -383,7 +389,6 @@ pub(super) async fn serve_conn<I: Io>(
                     Some(s) => s.as_mut().poll(cx),
                     None => Poll::Pending,
                 }) => return Served::Closed,
-                o = &mut request => break o,
             }
         };
         let outcome = match outcome {
