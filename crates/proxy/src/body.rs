@@ -291,10 +291,10 @@ static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy"
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// The fields the gateway sets on its responses (`x-request-id`, `RateLimit-Policy`,
-/// `RateLimit`), carried beside the header map like the request side's forwarding fields
-/// (`forwarded::Added`): the HTTP/1 encoder writes them in place of any field of the same
-/// name, the HTTP/2 server merges them into the map. Inserting them cost a hash and probe
-/// each (~350 instructions for the request id alone).
+/// `RateLimit`), kept beside the header map (see `http1::names::present`): the HTTP/1
+/// encoder writes them in place of any field of the same name, the HTTP/2 server merges them
+/// into the map. Inserting them cost a hash and probe each (~350 instructions for the
+/// request id alone).
 #[derive(Default)]
 pub struct GatewayFields {
     values: [Option<HeaderValue>; 3],
@@ -325,10 +325,7 @@ impl GatewayFields {
 
     /// The fields set, in order, as (name, value).
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        GATEWAY_NAMES
-            .iter()
-            .zip(self.values.iter())
-            .filter_map(|(n, v)| Some((*n, v.as_ref()?)))
+        crate::http1::names::present(&GATEWAY_NAMES, &self.values)
     }
 
     /// Whether a field of the map is replaced by one of these.
@@ -338,9 +335,7 @@ impl GatewayFields {
 
     /// Inserts the fields into `headers` (replacing any of the same name).
     pub fn merge_into(&self, headers: &mut HeaderMap) {
-        for (name, value) in self.iter() {
-            headers.insert(name.clone(), value.clone());
-        }
+        crate::http1::names::insert_all(self.iter(), headers);
     }
 }
 

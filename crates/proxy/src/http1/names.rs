@@ -11,7 +11,7 @@
 
 use std::cell::RefCell;
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// The standard name for `raw` (a token, as httparse leaves it) when it is one of the common
 /// ones, in any case.
@@ -78,6 +78,31 @@ pub fn parse(raw: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> 
     match common(raw) {
         Some(n) => Ok(n),
         None => HeaderName::from_bytes(raw),
+    }
+}
+
+/// The set ones of a fixed list of fields, as (name, value): how the gateway's own fields are
+/// kept beside a header map instead of inserted into it (the request's forwarding fields,
+/// `forwarded::Added`; the response's, `body::GatewayFields`). An insert hashes a custom
+/// name byte by byte and probes for it; fields kept here cost nothing until written.
+pub fn present<'a>(
+    names: &'a [&'static HeaderName],
+    values: &'a [Option<HeaderValue>],
+) -> impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> + 'a {
+    names
+        .iter()
+        .zip(values)
+        .filter_map(|(n, v)| Some((*n, v.as_ref()?)))
+}
+
+/// Inserts `fields` into `headers`, each replacing any of its name: what inserting them in
+/// the first place would have done (for HTTP/2, mirrors, header operations).
+pub fn insert_all<'a>(
+    fields: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+    headers: &mut HeaderMap,
+) {
+    for (name, value) in fields {
+        headers.insert(name.clone(), value.clone());
     }
 }
 
