@@ -17,6 +17,9 @@ use gatehouse_proxy::Runtime;
 use gatehouse_telemetry::{AccessLog, Metrics};
 
 pub async fn run(port: u16, admin_port: u16) -> ExitCode {
+    let Some(signals) = crate::Signals::install() else {
+        return ExitCode::FAILURE;
+    };
     let mut addrs = Vec::new();
     for name in ["menu", "orders", "reviews"] {
         match backend(name).await {
@@ -97,7 +100,7 @@ Ctrl-C drains and stops.
 "#,
         path = path.display()
     );
-    crate::serve_until_signal(rt).await
+    crate::serve_until_signal(rt, signals).await
 }
 
 async fn backend(name: &'static str) -> std::io::Result<SocketAddr> {

@@ -162,6 +162,9 @@ fn validate(path: &Path) -> ExitCode {
 }
 
 async fn run(path: &Path, access_log: AccessLogSink) -> ExitCode {
+    let Some(signals) = Signals::install() else {
+        return ExitCode::FAILURE;
+    };
     let access_log = match access_log {
         AccessLogSink::Stdout => AccessLog::stdout(),
         AccessLogSink::Off => AccessLog::off(),
@@ -180,12 +183,38 @@ async fn run(path: &Path, access_log: AccessLogSink) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    serve_until_signal(rt).await
+    serve_until_signal(rt, signals).await
+}
+
+/// The signals `run` answers, installed before anything is bound or reports ready: a
+/// SIGHUP or SIGTERM that arrives while the gateway starts (or right after `/readyz` says
+/// ready) is queued and handled, never the default action that would end the process.
+pub(crate) struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub(crate) fn install() -> Option<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(hup), Ok(term), Ok(int)) => Some(Signals { hup, term, int }),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                eprintln!("error: cannot install signal handlers: {e}");
+                None
+            }
+        }
+    }
 }
 
 /// Starts the admin API and the file watcher, then waits for signals: SIGHUP reloads,
 /// SIGTERM / SIGINT drain and exit 0.
-pub(crate) async fn serve_until_signal(rt: Arc<Runtime>) -> ExitCode {
+pub(crate) async fn serve_until_signal(rt: Arc<Runtime>, signals: Signals) -> ExitCode {
     let admin_addr = rt.gateway().snapshot().admin.addr;
     let _admin = match gatehouse_admin::serve(rt.clone(), admin_addr).await {
         Ok(h) => h,
@@ -197,18 +226,11 @@ pub(crate) async fn serve_until_signal(rt: Arc<Runtime>) -> ExitCode {
     if let Err(e) = rt.watch() {
         tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /reload");
     }
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut hup, mut term, mut int) = match (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(h), Ok(t), Ok(i)) => (h, t, i),
-        _ => {
-            eprintln!("error: cannot install signal handlers");
-            return ExitCode::FAILURE;
-        }
-    };
+    let Signals {
+        mut hup,
+        mut term,
+        mut int,
+    } = signals;
     loop {
         tokio::select! {
             _ = hup.recv() => {

@@ -239,7 +239,7 @@ async fn f11_sighup_reloads_and_sigterm_drains_then_exits_zero() {
         child: Command::new(BIN)
             .args(["run", "-c"])
             .arg(&path)
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn"),
