@@ -300,7 +300,7 @@ fn parked_gauge(gw: &TestGateway) -> Option<i64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// An idle keep-alive connection is parked (no task of its own) after a second without a
+/// An idle keep-alive connection is parked (no task of its own) soon after its last
 /// request: its next request is served as before, it still closes at the idle timeout,
 /// counted from its last request, and the gauge shows it while it waits.
 #[tokio::test]
@@ -338,6 +338,31 @@ async fn idle_connection_is_parked_then_served_and_still_times_out() {
     assert!(
         idle >= Duration::from_millis(2900) && idle < Duration::from_secs(6),
         "closed after {idle:?} for a 3 s idle timeout"
+    );
+    assert!(wait_for(T, || parked_gauge(&rig.gw) == Some(0)).await);
+}
+
+/// A parked connection closes at the idle timeout in force, not the one it was parked
+/// under: a reload that shortens `idle_timeout` closes it at the new one.
+#[tokio::test]
+async fn reload_shortening_idle_timeout_applies_to_parked_connections() {
+    let rig = Rig::with(RawScript::ok("ok"), limited("  idle_timeout: 60s\n")).await;
+    let mut c = rig.connect().await;
+    assert!(get_ok(&mut c).await);
+    let last = Instant::now();
+    assert!(wait_for(T, || parked_gauge(&rig.gw) == Some(1)).await);
+    rig.gw
+        .reload_with(&limited("  idle_timeout: 2s\n")(&rig.up.url()))
+        .await
+        .expect("reload");
+    assert!(
+        c.is_closed(T).await,
+        "parked connection kept its old timeout"
+    );
+    let idle = last.elapsed();
+    assert!(
+        idle >= Duration::from_millis(1900) && idle < Duration::from_secs(5),
+        "closed after {idle:?} for a 2 s idle timeout"
     );
     assert!(wait_for(T, || parked_gauge(&rig.gw) == Some(0)).await);
 }

@@ -52,7 +52,7 @@ use crate::server::ConnLimits;
 const IDLE_READ: usize = 4096;
 /// A plaintext connection idle this long after a request is parked (no task of its own)
 /// until its next request: busy connections never are, idle ones cost a fraction of a task.
-pub const PARK_AFTER: Duration = Duration::from_secs(1);
+pub const PARK_AFTER: Duration = Duration::from_millis(100);
 /// Read-buffer growth while a head or body is being read.
 const READ_CHUNK: usize = 16 * 1024;
 /// Largest data frame handed to the pipeline at once.
@@ -323,7 +323,6 @@ pub(super) async fn serve_conn<I: Io>(
                                 conn,
                                 info: info.clone(),
                                 last_active,
-                                deadline: last_active + idle,
                             };
                             // Refused only when the listener is stopping: then just close.
                             let _ = park.put(parked);

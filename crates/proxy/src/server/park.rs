@@ -33,9 +33,10 @@ use super::ConnLimits;
 pub struct Parked<I> {
     pub conn: Shared_<I>,
     pub info: Arc<ConnInfo>,
-    /// When its last exchange ended, and when it closes if no request comes.
+    /// When its last exchange ended; it closes `limits.idle_timeout` later (the timeout in
+    /// force at each sweep, so a reload's new timeout applies to parked connections too, as
+    /// it does to a resumed one) if no request comes.
     pub last_active: Instant,
-    pub deadline: Instant,
 }
 
 pub struct Park<I> {
@@ -90,9 +91,10 @@ async fn run<I: Io>(
                 }
             }
             _ = sweep.tick(), if !waiting.is_empty() => {
+                let idle = shared.active.load().snapshot.limits.idle_timeout;
                 let now = Instant::now();
                 for w in waiting.iter_mut() {
-                    w.expire_if_due(now);
+                    w.expire_if_due(now, idle);
                 }
             }
         }
@@ -123,8 +125,11 @@ impl<I: Io> Waiting<I> {
         }
     }
 
-    fn expire_if_due(&mut self, now: Instant) {
-        let due = self.parked.as_ref().is_some_and(|p| now >= p.deadline);
+    fn expire_if_due(&mut self, now: Instant, idle: Duration) {
+        let due = self
+            .parked
+            .as_ref()
+            .is_some_and(|p| now >= p.last_active + idle);
         if !self.expired && due {
             self.expired = true;
             if let Some(w) = self.waker.take() {
