@@ -242,7 +242,15 @@ pub(crate) async fn serve_until_signal(rt: Arc<Runtime>, signals: Signals) -> Ex
     }
     tracing::info!("shutting down: draining connections");
     rt.shutdown().await;
-    rt.gateway().shared().access_log.flush();
+    // The last lines, unless stdout is not being read (then exit without them).
+    if !rt
+        .gateway()
+        .shared()
+        .access_log
+        .flush_within(std::time::Duration::from_secs(3))
+    {
+        tracing::warn!("access log: the last lines could not be written to stdout within 3 s");
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

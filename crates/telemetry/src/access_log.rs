@@ -417,15 +417,30 @@ impl AccessLog {
         }
     }
 
-    /// Writes out what is waiting (at shutdown, so the last requests' lines are not lost).
-    pub fn flush(&self) {
-        if let Sink::Stdout(p) = &self.sink {
-            let mut batch = Vec::new();
-            p.take(&mut batch);
-            let mut out = std::io::stdout();
-            let _ = out.write_all(&batch);
-            let _ = out.flush();
+    /// Writes out what is waiting (at shutdown, so the last requests' lines are not lost),
+    /// giving up after `limit`: a stdout nobody reads (a full pipe, a stuck log collector)
+    /// must not keep a stopping gateway from exiting. Returns whether everything was
+    /// written in time.
+    pub fn flush_within(&self, limit: std::time::Duration) -> bool {
+        let Sink::Stdout(p) = &self.sink else {
+            return true;
+        };
+        let mut batch = Vec::new();
+        p.take(&mut batch);
+        if batch.is_empty() {
+            return true;
         }
+        // In a thread of its own: a blocked write cannot be interrupted, only left behind
+        // (the process exits without it).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("gatehouse-access-log-flush".into())
+            .spawn(move || {
+                let mut out = std::io::stdout();
+                let ok = out.write_all(&batch).and_then(|()| out.flush()).is_ok();
+                let _ = tx.send(ok);
+            });
+        spawned.is_ok() && rx.recv_timeout(limit).unwrap_or(false)
     }
 }
 

@@ -386,3 +386,56 @@ async fn run_writes_json_access_log_lines_to_stdout() {
     // The client's x-request-id is not trusted (no trusted_proxies): a fresh one is generated.
     assert_ne!(v["request_id"], "abc");
 }
+
+/// A stdout nobody reads (a full pipe, a stuck log collector) does not keep a stopping
+/// gateway from exiting: the last access-log lines are given up after a bound.
+#[tokio::test]
+async fn sigterm_exits_even_when_stdout_is_never_read() {
+    let up = EchoUpstream::start("u").await.expect("u");
+    let dir = tempfile::tempdir().expect("dir");
+    let (port, admin) = (free_port(), free_port());
+    let path = write(dir.path(), "g.yaml", &config(port, admin, &up.url(), "v1"));
+    let mut child = Child {
+        child: Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&path)
+            // Piped and never read: the pipe (64 KiB) fills with access-log lines.
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    };
+    wait_ready(admin).await;
+    let c = client();
+    let long = "a".repeat(1000);
+    for i in 0..400 {
+        let r = c
+            .get(format!("http://127.0.0.1:{port}/{long}/{i}"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+        r.bytes().await.expect("body");
+    }
+    // Lines for 400 KiB were logged; the writer is stuck on the full pipe by now.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
+    signal(child.child.id(), "-TERM");
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(s) = child.child.try_wait().expect("wait") {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .expect("join");
+    let status = status.expect("gateway did not exit with an unread stdout");
+    assert_eq!(status.code(), Some(0));
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+}
