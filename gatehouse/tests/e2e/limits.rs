@@ -342,6 +342,42 @@ async fn idle_connection_is_parked_then_served_and_still_times_out() {
     assert!(wait_for(T, || parked_gauge(&rig.gw) == Some(0)).await);
 }
 
+/// A connection that has served one request is parked soon after it (most such clients
+/// are done); one that has served more keeps its task for a while (it is likely to be used
+/// again, and parking and resuming it costs a third of a request).
+#[tokio::test]
+async fn connections_served_once_park_sooner_than_reused_ones() {
+    let rig = Rig::start().await;
+    let mut once = rig.connect().await;
+    assert!(get_ok(&mut once).await);
+    let t0 = Instant::now();
+    assert!(wait_for(T, || parked_gauge(&rig.gw) == Some(1)).await);
+    assert!(
+        t0.elapsed() < Duration::from_millis(800),
+        "a connection served once parked after {:?}",
+        t0.elapsed()
+    );
+    let mut reused = rig.connect().await;
+    assert!(get_ok(&mut reused).await);
+    assert!(get_ok(&mut reused).await);
+    let t1 = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        parked_gauge(&rig.gw),
+        Some(1),
+        "a reused connection parked within 500 ms"
+    );
+    assert!(wait_for(T, || parked_gauge(&rig.gw) == Some(2)).await);
+    assert!(
+        t1.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        t1.elapsed()
+    );
+    // Both still serve.
+    assert!(get_ok(&mut once).await);
+    assert!(get_ok(&mut reused).await);
+}
+
 /// A parked connection closes at the idle timeout in force, not the one it was parked
 /// under: a reload that shortens `idle_timeout` closes it at the new one.
 #[tokio::test]

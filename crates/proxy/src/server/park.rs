@@ -6,11 +6,12 @@
 //! small struct.
 //!
 //! One park per plaintext listener, one task per park. A connection is parked by its task
-//! after [`super::h1::PARK_AFTER`] without a request; the park waits for its next bytes (read
-//! into a fresh buffer, as an idle task would) and spawns a task that continues the
-//! connection, or closes it at its idle timeout (checked by a sweep every [`SWEEP`]). When the listener stops (or at the hard
-//! stop), every parked connection is closed at once: parked connections have no request in
-//! flight, which is what a graceful drain waits for.
+//! after [`super::h1::PARK_AFTER_FIRST`] or [`super::h1::PARK_AFTER`] without a request;
+//! the park waits for its next bytes (read into a fresh buffer, as an idle task would) and
+//! spawns a task that continues the connection, or closes it at its idle timeout (checked
+//! by a sweep every [`SWEEP`]). When the listener stops (or at the hard stop), every parked
+//! connection is closed at once: parked connections have no request in flight, which is
+//! what a graceful drain waits for.
 
 use std::future::Future;
 use std::pin::Pin;
