@@ -58,7 +58,7 @@ pub const PARK_AFTER: Duration = Duration::from_secs(1);
 /// The same for a connection that has served one request so far: most such connections stay
 /// quiet (a client that made its call), and a burst of them (10,000 clients reconnecting)
 /// holding their tasks for a full second left ~0.2 KiB more per connection behind in the
-/// allocator once they were parked (`bench/`, idle section: 1.04–1.29 → 0.82 KiB).
+/// allocator once they were parked (`bench/`, idle section: 1.13–1.18 → 0.89–0.99 KiB).
 pub const PARK_AFTER_FIRST: Duration = Duration::from_millis(100);
 /// Read-buffer growth while a head or body is being read.
 const READ_CHUNK: usize = 16 * 1024;
