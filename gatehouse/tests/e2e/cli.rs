@@ -188,6 +188,39 @@ struct Child {
     child: std::process::Child,
 }
 
+impl Child {
+    /// `gatehouse run -c path`, stderr discarded.
+    fn run(path: &std::path::Path, stdout: Stdio) -> Child {
+        Child {
+            child: Command::new(BIN)
+                .args(["run", "-c"])
+                .arg(path)
+                .stdout(stdout)
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn"),
+        }
+    }
+
+    /// Its exit status, if it exits within `limit`.
+    async fn exit_within(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + limit;
+            loop {
+                if let Some(s) = self.child.try_wait().expect("wait") {
+                    return Some(s);
+                }
+                if Instant::now() > deadline {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .await
+        .expect("join")
+    }
+}
+
 impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -235,15 +268,7 @@ async fn f11_sighup_reloads_and_sigterm_drains_then_exits_zero() {
     let dir = tempfile::tempdir().expect("dir");
     let (port, admin) = (free_port(), free_port());
     let path = write(dir.path(), "g.yaml", &config(port, admin, &up.url(), "v1"));
-    let mut child = Child {
-        child: Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    };
+    let child = Child::run(&path, Stdio::null());
     let pid = child.child.id();
     wait_ready(admin).await;
     let base = format!("http://127.0.0.1:{port}");
@@ -307,20 +332,7 @@ async fn f11_sighup_reloads_and_sigterm_drains_then_exits_zero() {
     })
     .await;
     assert!(refused, "still accepting after SIGTERM");
-    let status = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(s) = child.child.try_wait().expect("wait") {
-                return Some(s);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })
-    .await
-    .expect("join");
+    let status = child.exit_within(Duration::from_secs(15)).await;
     let status = status.expect("gateway did not exit within the grace period");
     assert_eq!(status.code(), Some(0));
     assert!(t0.elapsed() < Duration::from_secs(12));
@@ -332,15 +344,7 @@ async fn run_writes_json_access_log_lines_to_stdout() {
     let dir = tempfile::tempdir().expect("dir");
     let (port, admin) = (free_port(), free_port());
     let path = write(dir.path(), "g.yaml", &config(port, admin, &up.url(), "v1"));
-    let mut child = Child {
-        child: Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(&path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    };
+    let mut child = Child::run(&path, Stdio::piped());
     wait_ready(admin).await;
     let r = client()
         .get(format!("http://127.0.0.1:{port}/logged?api_key=s3cret"))
@@ -395,16 +399,8 @@ async fn sigterm_exits_even_when_stdout_is_never_read() {
     let dir = tempfile::tempdir().expect("dir");
     let (port, admin) = (free_port(), free_port());
     let path = write(dir.path(), "g.yaml", &config(port, admin, &up.url(), "v1"));
-    let mut child = Child {
-        child: Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(&path)
-            // Piped and never read: the pipe (64 KiB) fills with access-log lines.
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    };
+    // Piped and never read: the pipe (64 KiB) fills with access-log lines.
+    let child = Child::run(&path, Stdio::piped());
     wait_ready(admin).await;
     let c = client();
     let long = "a".repeat(1000);
@@ -421,20 +417,7 @@ async fn sigterm_exits_even_when_stdout_is_never_read() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t0 = Instant::now();
     signal(child.child.id(), "-TERM");
-    let status = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(s) = child.child.try_wait().expect("wait") {
-                return Some(s);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })
-    .await
-    .expect("join");
+    let status = child.exit_within(Duration::from_secs(15)).await;
     let status = status.expect("gateway did not exit with an unread stdout");
     assert_eq!(status.code(), Some(0));
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
