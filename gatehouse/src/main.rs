@@ -186,6 +186,9 @@ async fn run(path: &Path, access_log: AccessLogSink) -> ExitCode {
     serve_until_signal(rt, signals).await
 }
 
+/// How long a stopping gateway tries to write the access log's last lines.
+const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The signals `run` answers, installed before anything is bound or reports ready: a
 /// SIGHUP or SIGTERM that arrives while the gateway starts (or right after `/readyz` says
 /// ready) is queued and handled, never the default action that would end the process.
@@ -243,13 +246,11 @@ pub(crate) async fn serve_until_signal(rt: Arc<Runtime>, signals: Signals) -> Ex
     tracing::info!("shutting down: draining connections");
     rt.shutdown().await;
     // The last lines, unless stdout is not being read (then exit without them).
-    if !rt
-        .gateway()
-        .shared()
-        .access_log
-        .flush_within(std::time::Duration::from_secs(3))
-    {
-        tracing::warn!("access log: the last lines could not be written to stdout within 3 s");
+    if !rt.gateway().shared().access_log.flush_within(FINAL_FLUSH) {
+        tracing::warn!(
+            limit = ?FINAL_FLUSH,
+            "access log: the last lines could not be written to stdout in time"
+        );
     }
     tracing::info!("stopped");
     ExitCode::SUCCESS

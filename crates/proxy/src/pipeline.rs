@@ -62,14 +62,7 @@ pub async fn handle(
         &active.snapshot,
         shared.access_log.enabled(),
     );
-    let mut done = Box::new(Completion {
-        ctx,
-        status: 0,
-        fields: GatewayFields::default(),
-        active,
-        shared,
-        conn,
-    });
+    let mut done = Completion::boxed(ctx, active, shared, conn);
     let Completion {
         ctx,
         active,
@@ -498,15 +491,10 @@ pub fn reject(
     ctx.close = true;
     shared.metrics.in_flight.inc();
     let resp = local_response(&e, &mut ctx).map(ResponseInner::Local);
-    let done = Box::new(Completion {
-        ctx,
-        status: 0,
-        fields: GatewayFields::default(),
-        active,
-        shared: shared.clone(),
-        conn: conn.clone(),
-    });
-    finish(resp, done)
+    finish(
+        resp,
+        Completion::boxed(ctx, active, shared.clone(), conn.clone()),
+    )
 }
 
 /// A request whose body the gateway will not read cannot leave its connection reusable.
@@ -554,6 +542,21 @@ struct Completion {
     active: Arc<Active>,
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
+}
+
+impl Completion {
+    /// The hook for a request whose response is not made yet (`finish` sets its status and
+    /// fields).
+    fn boxed(ctx: Ctx, active: Arc<Active>, shared: Arc<Shared>, conn: Arc<ConnInfo>) -> Box<Self> {
+        Box::new(Completion {
+            ctx,
+            status: 0,
+            fields: GatewayFields::default(),
+            active,
+            shared,
+            conn,
+        })
+    }
 }
 
 impl OnComplete for Completion {

@@ -342,7 +342,6 @@ impl AccessLog {
         let spawned = std::thread::Builder::new()
             .name("gatehouse-access-log".into())
             .spawn(move || {
-                let mut out = std::io::stdout();
                 let mut batch = Vec::with_capacity(64 * 1024);
                 let mut wait = FLUSH_EVERY;
                 loop {
@@ -357,8 +356,7 @@ impl AccessLog {
                         wait = FLUSH_EVERY * 5;
                     } else {
                         wait = FLUSH_EVERY;
-                        let _ = out.write_all(&batch);
-                        let _ = out.flush();
+                        write_stdout(&batch);
                     }
                 }
             });
@@ -436,12 +434,16 @@ impl AccessLog {
         let spawned = std::thread::Builder::new()
             .name("gatehouse-access-log-flush".into())
             .spawn(move || {
-                let mut out = std::io::stdout();
-                let ok = out.write_all(&batch).and_then(|()| out.flush()).is_ok();
-                let _ = tx.send(ok);
+                let _ = tx.send(write_stdout(&batch));
             });
         spawned.is_ok() && rx.recv_timeout(limit).unwrap_or(false)
     }
+}
+
+/// Writes a batch of lines to stdout; whether it all went out.
+fn write_stdout(batch: &[u8]) -> bool {
+    let mut out = std::io::stdout();
+    out.write_all(batch).and_then(|()| out.flush()).is_ok()
 }
 
 /// RFC 3339 UTC timestamp with milliseconds, without pulling in a date crate.

@@ -778,6 +778,8 @@ async fn exchange<I: Io>(
                 }
             }
         };
+        // The request's map is done with (whatever answered it); the next head reuses it.
+        names::recycle(std::mem::take(&mut parts.headers));
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         // A stop that arrived while the request was in flight makes this response the last.
         let draining = draining || stopper.grace().is_some();

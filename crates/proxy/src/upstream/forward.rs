@@ -220,7 +220,6 @@ pub async fn forward(
         if counts && !failed {
             ctx.outlier_target = Some(t_idx);
         }
-        crate::http1::names::recycle(std::mem::take(&mut parts.headers));
         return result;
     }
 }
