@@ -1,20 +1,20 @@
-//! Message heads: parsing (httparse, strict settings) into `http` types without copying
-//! header values (they are slices of the frozen head), framing decisions, and encoding.
+//! Message heads: parsing (lines split by `split`, names and values checked once by `http`'s
+//! own types) into `http` types without copying header values (they are slices of the
+//! frozen head), framing decisions, and encoding.
 //!
 //! Request framing is decided here and is never ambiguous: `Transfer-Encoding` must be
 //! exactly `chunked` (one field, any case, OWS allowed), is refused on HTTP/1.0 and together
 //! with `Content-Length` (S1/S2/S3/S10); `Content-Length` must be one field of plain digits
 //! (S4). Whitespace before a colon, obs-fold, bare CR, and malformed request lines are
-//! refused by the parser itself (S5/S6/S7/S9).
-
-use std::mem::MaybeUninit;
+//! refused while parsing, as strict httparse refused them (S5/S6/S7/S9; the differential
+//! tests below hold the two against each other).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 use memchr::memchr;
 
-use super::names;
+use super::{names, split};
 use crate::body::GatewayFields;
 
 use gatehouse_core::GatewayError;
@@ -92,18 +92,6 @@ pub fn head_too_large(buf: &[u8], max_request_line: usize) -> GatewayError {
     }
 }
 
-/// Header slots on the stack for up to this many fields; more (a larger `max_headers`) come
-/// from the heap.
-const STACK_HEADERS: usize = 128;
-
-fn heap_slots<'s, 'b>(
-    heap: &'s mut Vec<httparse::Header<'b>>,
-    n: usize,
-) -> &'s mut [MaybeUninit<httparse::Header<'b>>] {
-    heap.reserve_exact(n);
-    &mut heap.spare_capacity_mut()[..n]
-}
-
 /// The limits a request head is held to (`limits:` in the config).
 #[derive(Clone, Copy, Debug)]
 pub struct HeadLimits {
@@ -132,43 +120,50 @@ pub fn parse_request(
     limits: &HeadLimits,
 ) -> Result<Option<RequestHead>, HeadError> {
     let head = buf.split_to(end).freeze();
-    // Header slots are left uninitialised (httparse writes what it finds): zeroing 100+
-    // slots per request cost more than parsing the head.
-    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
-    let mut heap = Vec::new();
-    let max = limits.max_headers + 1;
-    let mut req = httparse::Request::new(&mut []);
-    let mut status = req.parse_with_uninit_headers(&head, &mut stack[..max.min(STACK_HEADERS)]);
-    if matches!(status, Err(httparse::Error::TooManyHeaders)) && max > STACK_HEADERS {
-        // A head with more fields than the stack holds: parsed again with room for all.
-        req = httparse::Request::new(&mut []);
-        status = req.parse_with_uninit_headers(&head, heap_slots(&mut heap, max));
-    }
-    let status = status.map_err(|e| {
-        HeadError::new(match e {
-            httparse::Error::TooManyHeaders => GatewayError::HeaderFieldsTooLarge,
-            httparse::Error::Version => GatewayError::BadRequest("unsupported HTTP version"),
-            _ => GatewayError::BadRequest("malformed request head"),
-        })
-    })?;
-    match status {
-        httparse::Status::Complete(n) if n == end => {}
-        // Only line endings so far: skipped; wait for a request line.
-        httparse::Status::Partial if head.iter().all(|b| *b == b'\r' || *b == b'\n') => {
-            return Ok(None)
-        }
-        _ => {
-            return Err(HeadError::new(GatewayError::BadRequest(
+    REQUEST_FIELDS.with_borrow_mut(|fields| {
+        // One more than the limit, so that exceeding it is told apart (431, by the check
+        // below and `normalize::check_head`) from a malformed head.
+        let split = split::request(&head, limits.max_headers + 1, fields).map_err(|e| {
+            HeadError::new(match e {
+                split::SplitError::TooManyFields => GatewayError::HeaderFieldsTooLarge,
+                split::SplitError::Version => GatewayError::BadRequest("unsupported HTTP version"),
+                split::SplitError::Malformed => GatewayError::BadRequest("malformed request head"),
+            })
+        })?;
+        let parsed = match split {
+            Some((line, n)) if n == end => request_head(&head, line, fields, limits).map(Some),
+            // Only line endings so far: skipped; wait for a request line.
+            None if head.iter().all(|b| *b == b'\r' || *b == b'\n') => Ok(None),
+            _ => Err(HeadError::new(GatewayError::BadRequest(
                 "malformed request head",
-            )))
+            ))),
+        };
+        if fields.capacity() > KEEP_FIELDS {
+            *fields = Vec::new();
         }
-    }
+        parsed
+    })
+}
+
+thread_local! {
+    /// The field spans of the request head being parsed on this thread.
+    static REQUEST_FIELDS: std::cell::RefCell<Vec<split::Field>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The request head from a split one: the limits applied, the framing decided, the fields
+/// in a (recycled) header map.
+fn request_head(
+    head: &Bytes,
+    line: split::RequestLine,
+    fields: &[split::Field],
+    limits: &HeadLimits,
+) -> Result<RequestHead, HeadError> {
     // The header limits (`normalize::check_head` applies them to HTTP/2 requests): one field
     // line may be no longer than the request-line limit (nginx's large_client_header_buffers:
     // one buffer size bounds both), and the block as a whole is bounded.
     let mut header_bytes = 0usize;
-    for h in req.headers.iter() {
-        let line = h.name.len() + h.value.len() + 4;
+    for f in fields {
+        let line = f.name.len() + f.value.len() + 4;
         if line > limits.max_request_line {
             return Err(HeadError::new(GatewayError::HeaderFieldsTooLarge));
         }
@@ -178,18 +173,17 @@ pub fn parse_request(
         return Err(HeadError::new(GatewayError::HeaderFieldsTooLarge));
     }
     let bad = |why: &'static str| HeadError::new(GatewayError::BadRequest(why));
-    let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
-        .map_err(|_| bad("invalid method"))?;
-    let uri = Uri::from_maybe_shared(head.slice_ref(req.path.unwrap_or("").as_bytes()))
+    let method = Method::from_bytes(&head[line.method]).map_err(|_| bad("invalid method"))?;
+    let uri = Uri::from_maybe_shared(head.slice(line.target))
         .map_err(|_| bad("invalid request target"))?;
-    let version = if req.version == Some(0) {
+    let version = if line.minor == 0 {
         Version::HTTP_10
     } else {
         Version::HTTP_11
     };
     // A little room for what the pipeline may add (identity headers); the forwarding fields
     // are kept beside the map.
-    let mut headers = names::map(req.headers.len() + 2);
+    let mut headers = names::map(fields.len() + 2);
     let mut framing = Framing::None;
     let mut te_seen = false;
     let mut cl_seen = false;
@@ -197,9 +191,9 @@ pub fn parse_request(
     let mut keep_alive = version == Version::HTTP_11;
     let mut expect_continue = false;
     let mut upgrade = false;
-    for h in req.headers.iter() {
-        let name = names::parse(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
+    for f in fields {
+        let name = names::parse(&head[f.name.clone()]).map_err(|_| bad("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(f.value.clone()))
             .map_err(|_| bad("invalid header value"))?;
         if name == header::TRANSFER_ENCODING {
             if te_seen
@@ -264,13 +258,13 @@ pub fn parse_request(
     if framing == Framing::None {
         expect_continue = false;
     }
-    Ok(Some(RequestHead {
+    Ok(RequestHead {
         parts,
         framing,
         keep_alive,
         expect_continue,
         upgrade,
-    }))
+    })
 }
 
 /// Reads a `Connection` field: `close` clears `keep_alive`, `keep-alive` sets it on
@@ -340,51 +334,79 @@ pub enum ResponseError {
     Framing,
 }
 
-/// Parses the upstream response head at the front of `buf`, removing it. `Ok(None)`: not
-/// complete yet. 1xx responses other than 101 are returned like any other; the caller skips
-/// them.
-pub fn parse_response(
-    buf: &mut BytesMut,
-    max_head: usize,
-    max_headers: usize,
+/// Reads response heads off one upstream connection: the field spans are kept from one
+/// response to the next (no allocation once grown), and a head that arrives in pieces is
+/// split again only once its end may be there (a resumed end search per read, not a new
+/// split of everything read so far).
+#[derive(Default)]
+pub struct ResponseReader {
+    fields: Vec<split::Field>,
+    /// The front of the buffer known to hold no complete head.
+    scanned: usize,
+}
+
+/// Spans kept for a head with more fields than this are let go after it.
+const KEEP_FIELDS: usize = 64;
+
+impl ResponseReader {
+    /// Parses the upstream response head at the front of `buf`, removing it. `Ok(None)`: not
+    /// complete yet. 1xx responses other than 101 are returned like any other; the caller
+    /// skips them. More than `max_headers` fields, or a head longer than `max_head`, is
+    /// `TooLarge`.
+    pub fn parse(
+        &mut self,
+        buf: &mut BytesMut,
+        max_head: usize,
+        max_headers: usize,
+        head_request: bool,
+    ) -> Result<Option<ResponseHead>, ResponseError> {
+        if buf.is_empty() || (self.scanned > 0 && find_head_end(buf, self.scanned).is_none()) {
+            return self.incomplete(buf, max_head);
+        }
+        let window = &buf[..buf.len().min(max_head)];
+        let split =
+            split::response(window, max_headers, &mut self.fields).map_err(|e| match e {
+                split::SplitError::TooManyFields => ResponseError::TooLarge,
+                split::SplitError::Malformed | split::SplitError::Version => {
+                    ResponseError::Malformed
+                }
+            })?;
+        let Some((status_line, end)) = split else {
+            return self.incomplete(buf, max_head);
+        };
+        self.scanned = 0;
+        // Frozen first: header values are slices of it.
+        let head = buf.split_to(end).freeze();
+        let parsed = response_head(&head, status_line, &self.fields, head_request);
+        if self.fields.capacity() > KEEP_FIELDS {
+            self.fields = Vec::new();
+        }
+        parsed
+    }
+
+    fn incomplete(
+        &mut self,
+        buf: &BytesMut,
+        max_head: usize,
+    ) -> Result<Option<ResponseHead>, ResponseError> {
+        if buf.len() > max_head {
+            return Err(ResponseError::TooLarge);
+        }
+        self.scanned = buf.len();
+        Ok(None)
+    }
+}
+
+/// The response head from a split one: the framing decided, the fields a proxy passes on in
+/// a (recycled) header map.
+fn response_head(
+    head: &Bytes,
+    status_line: split::StatusLine,
+    fields: &[split::Field],
     head_request: bool,
 ) -> Result<Option<ResponseHead>, ResponseError> {
-    let Some(end) = find_head_end(buf, 0) else {
-        return if buf.len() > max_head {
-            Err(ResponseError::TooLarge)
-        } else {
-            Ok(None)
-        };
-    };
-    if end > max_head {
-        return Err(ResponseError::TooLarge);
-    }
-    // Frozen first and parsed in place, like a request head.
-    let head = buf.split_to(end).freeze();
-    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
-    let mut heap = Vec::new();
-    let max = max_headers + 1;
-    let config = httparse::ParserConfig::default();
-    let mut resp = httparse::Response::new(&mut []);
-    let mut parsed = config.parse_response_with_uninit_headers(
-        &mut resp,
-        &head,
-        &mut stack[..max.min(STACK_HEADERS)],
-    );
-    if matches!(parsed, Err(httparse::Error::TooManyHeaders)) && max > STACK_HEADERS {
-        // The heap only for the rare head with more fields than the stack holds: reserving
-        // room for the limit (201 slots, 6 KiB) on every response was an allocation each.
-        resp = httparse::Response::new(&mut []);
-        parsed =
-            config.parse_response_with_uninit_headers(&mut resp, &head, heap_slots(&mut heap, max));
-    }
-    match parsed {
-        Ok(httparse::Status::Complete(n)) if n == end => {}
-        Err(httparse::Error::TooManyHeaders) => return Err(ResponseError::TooLarge),
-        _ => return Err(ResponseError::Malformed),
-    }
-    let code = resp.code.unwrap_or(0);
-    let version = if resp.version == Some(0) {
+    let code = status_line.code;
+    let version = if status_line.minor == 0 {
         Version::HTTP_10
     } else {
         Version::HTTP_11
@@ -395,15 +417,15 @@ pub fn parse_response(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
 
-    let mut headers = names::map(resp.headers.len() + 4);
+    let mut headers = names::map(fields.len() + 4);
     let mut length: Option<u64> = None;
     let mut cl_seen = false;
     let mut te: Option<bool> = None;
     let mut reusable = version == Version::HTTP_11;
     let mut framing_error = false;
-    for h in resp.headers.iter() {
-        let name = names::parse(h.name.as_bytes()).map_err(|_| ResponseError::Malformed)?;
-        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
+    for f in fields {
+        let name = names::parse(&head[f.name.clone()]).map_err(|_| ResponseError::Malformed)?;
+        let value = HeaderValue::from_maybe_shared(head.slice(f.value.clone()))
             .map_err(|_| ResponseError::Malformed)?;
         // The framing fields are the codec's: a body's length travels as the body's exact
         // size (written again by whichever encoder sends it on), `chunked` as its absence.
@@ -783,7 +805,9 @@ mod tests {
 
     fn resp(raw: &[u8], head: bool) -> Result<ResponseHead, ResponseError> {
         let mut buf = BytesMut::from(raw);
-        parse_response(&mut buf, 64 * 1024, 100, head).map(|r| r.expect("complete"))
+        ResponseReader::default()
+            .parse(&mut buf, 64 * 1024, 100, head)
+            .map(|r| r.expect("complete"))
     }
 
     /// Heads with more fields than the stack's slots are parsed again on the heap, up to the
@@ -799,13 +823,16 @@ mod tests {
             BytesMut::from(raw.as_bytes())
         };
         let mut buf = with_fields("HTTP/1.1 204 No Content\r\n", 180);
-        let r = parse_response(&mut buf, 64 * 1024, 200, false)
+        let r = ResponseReader::default()
+            .parse(&mut buf, 64 * 1024, 200, false)
             .expect("180 fields")
             .expect("complete");
         assert_eq!(r.parts.headers.len(), 180);
         let mut buf = with_fields("HTTP/1.1 204 No Content\r\n", 250);
         assert_eq!(
-            parse_response(&mut buf, 64 * 1024, 200, false).err(),
+            ResponseReader::default()
+                .parse(&mut buf, 64 * 1024, 200, false)
+                .err(),
             Some(ResponseError::TooLarge)
         );
 
@@ -872,6 +899,39 @@ mod tests {
         assert_eq!(
             resp(b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n", false).err(),
             Some(ResponseError::Malformed)
+        );
+        // Names and values are checked once, by `HeaderName` / `HeaderValue` (the splitter
+        // leaves them): whitespace before the colon, an empty name, CR or a non-token
+        // byte in a name, control bytes in a value.
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nA : b\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nA\t: b\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\n: b\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\n x: b\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nA\rB: c\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\n\rA: b\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nA(b): c\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent\rLength: 3\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX: a\x00b\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX: a\x7f\r\n\r\n",
+            b"HTTP/1.1 99 Low\r\n\r\n",
+        ] {
+            assert_eq!(
+                resp(bad, false).err(),
+                Some(ResponseError::Malformed),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let r = resp(
+            b"HTTP/1.1 200 OK\r\nX-Odd!#$%&'*+.^_`|~: \x80\xff\r\n\r\n",
+            false,
+        )
+        .expect("tchar, obs-text");
+        assert_eq!(
+            r.parts.headers["x-odd!#$%&'*+.^_`|~"].as_bytes(),
+            b"\x80\xff"
         );
     }
 
@@ -1002,7 +1062,238 @@ mod prop {
                 }
             }
             let mut resp = BytesMut::from(&input[..]);
-            let _ = parse_response(&mut resp, 64 * 1024, 100, false);
+            let _ = ResponseReader::default().parse(&mut resp, 64 * 1024, 100, false);
         }
+
+        /// The response splitter accepts exactly what httparse (strict, as before it) does:
+        /// the same end, status, version and fields, with names and values checked by
+        /// `names::parse` and `HeaderValue` as httparse checked them. It may refuse a malformed line before the head's end
+        /// has arrived (httparse was only asked once it had).
+        #[test]
+        fn response_split_agrees_with_httparse(input in response_soup()) {
+            let skip = leading_empty_lines(&input);
+            let input = &input[skip..];
+            let mut fields = Vec::new();
+            let ours = split::response(input, 100, &mut fields);
+            let values_ok = fields.iter().all(|f| {
+                names::parse(&input[f.name.clone()]).is_ok()
+                    && HeaderValue::from_bytes(&input[f.value.clone()]).is_ok()
+            });
+            match (httparse_response(input), ours) {
+                (Oracle::Incomplete, Ok(None) | Err(_)) => {}
+                (Oracle::Refused, Err(_)) => {}
+                (Oracle::Refused, Ok(Some(_))) => prop_assert!(!values_ok),
+                (Oracle::Parsed { end, minor, code, fields: want }, Ok(Some((status, n)))) => {
+                    prop_assert!(values_ok);
+                    prop_assert_eq!(n, end);
+                    prop_assert_eq!((status.minor, status.code), (minor, code));
+                    let got: Vec<(&[u8], &[u8])> = fields
+                        .iter()
+                        .map(|f| (&input[f.name.clone()], &input[f.value.clone()]))
+                        .collect();
+                    let want: Vec<(&[u8], &[u8])> =
+                        want.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+                    prop_assert_eq!(got, want);
+                }
+                (oracle, ours) => prop_assert!(false, "httparse {:?}, split {:?}", oracle, ours),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Requests likewise: the splitter with the checks `parse_request` makes after it
+        /// (`Method`, `names::parse`, `HeaderValue`) accepts exactly what strict httparse
+        /// did, with the same method, target, version and fields.
+        #[test]
+        fn request_split_agrees_with_httparse(input in request_soup()) {
+            let Some(end) = find_head_end(&input, 0) else { return Ok(()) };
+            let head = &input[..end];
+            let mut slots = [httparse::EMPTY_HEADER; 101];
+            let mut req = httparse::Request::new(&mut slots);
+            let theirs = match req.parse(head) {
+                Ok(httparse::Status::Complete(n)) if n == end => Some(req),
+                _ => None,
+            };
+            let mut fields = Vec::new();
+            let ours = match split::request(head, 101, &mut fields) {
+                Ok(Some((line, n))) if n == end => Some(line),
+                _ => None,
+            };
+            let ours = ours.filter(|line| {
+                Method::from_bytes(&head[line.method.clone()]).is_ok()
+                    && fields.iter().all(|f| {
+                        names::parse(&head[f.name.clone()]).is_ok()
+                            && HeaderValue::from_bytes(&head[f.value.clone()]).is_ok()
+                    })
+            });
+            match (theirs, ours) {
+                (None, None) => {}
+                (Some(req), Some(line)) => {
+                    prop_assert_eq!(req.method.map(str::as_bytes), Some(&head[line.method]));
+                    prop_assert_eq!(req.path.map(str::as_bytes), Some(&head[line.target]));
+                    prop_assert_eq!(req.version, Some(line.minor));
+                    let got: Vec<(&[u8], &[u8])> = fields
+                        .iter()
+                        .map(|f| (&head[f.name.clone()], &head[f.value.clone()]))
+                        .collect();
+                    let want: Vec<(&[u8], &[u8])> =
+                        req.headers.iter().map(|h| (h.name.as_bytes(), h.value)).collect();
+                    prop_assert_eq!(got, want);
+                }
+                (theirs, ours) => prop_assert!(
+                    false,
+                    "httparse {:?}, split {:?}",
+                    theirs.is_some(),
+                    ours
+                ),
+            }
+        }
+    }
+
+    fn request_soup() -> impl Strategy<Value = Vec<u8>> {
+        let line = prop_oneof![
+            Just(b"GET / HTTP/1.1\r\n".to_vec()),
+            Just(b"POST /a?b=c#frag HTTP/1.0\n".to_vec()),
+            Just(b"M-SEARCH * HTTP/1.1\r\n".to_vec()),
+            Just(b"GET http://h:1/p HTTP/1.1\r\n".to_vec()),
+            Just(b"GET /\xc3\xa9\xff HTTP/1.1\r\n".to_vec()),
+            Just(b"GET  / HTTP/1.1\r\n".to_vec()),
+            Just(b"GET /  HTTP/1.1\r\n".to_vec()),
+            Just(b"GET / HTTP/1.1 \r\n".to_vec()),
+            Just(b"GET /a b HTTP/1.1\r\n".to_vec()),
+            Just(b"GET / HTTP/2.0\r\n".to_vec()),
+            Just(b"GET / http/1.1\r\n".to_vec()),
+            Just(b"G(T / HTTP/1.1\r\n".to_vec()),
+            Just(b" / HTTP/1.1\r\n".to_vec()),
+            Just(b"GET /#\x01 HTTP/1.1\r\n".to_vec()),
+            Just(b"GET /\x7f HTTP/1.1\r\n".to_vec()),
+            Just(b"GET\t/ HTTP/1.1\r\n".to_vec()),
+        ];
+        let piece = prop_oneof![
+            Just(b"Host: a\r\n".to_vec()),
+            Just(b"Content-Length: 5\r\n".to_vec()),
+            Just(b"Transfer-Encoding: chunked\n".to_vec()),
+            Just(b"X-A:  \t v a l \t \r\n".to_vec()),
+            Just(b"Empty:\r\n".to_vec()),
+            Just(b"Cookie: a=b; \x80\xfe\r\n".to_vec()),
+            Just(b"A : b\r\n".to_vec()),
+            Just(b" folded\r\n".to_vec()),
+            Just(b"X-Nul: a\x00b\r\n".to_vec()),
+            Just(b"Content\rLength: 1\r\n".to_vec()),
+            Just(b"X-!#$%&'*+-.^_`|~09: z\r\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"\r".to_vec()),
+            Just(b" ".to_vec()),
+            Just(b":".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..6),
+        ];
+        (line, proptest::collection::vec(piece, 0..10), any::<bool>()).prop_map(|(l, rest, end)| {
+            [
+                l,
+                rest.concat(),
+                if end { b"\r\n".to_vec() } else { vec![] },
+            ]
+            .concat()
+        })
+    }
+
+    /// Complete CRLF / LF lines at the start (httparse skips them; before the splitter, the
+    /// end search could stop at two of them, a difference that is not the parser's).
+    fn leading_empty_lines(b: &[u8]) -> usize {
+        let mut i = 0;
+        loop {
+            match &b[i..] {
+                [b'\r', b'\n', ..] => i += 2,
+                [b'\n', ..] => i += 1,
+                _ => return i,
+            }
+        }
+    }
+
+    #[derive(Debug)]
+    enum Oracle {
+        Incomplete,
+        Refused,
+        Parsed {
+            end: usize,
+            minor: u8,
+            code: u16,
+            fields: Vec<(Vec<u8>, Vec<u8>)>,
+        },
+    }
+
+    /// How the gateway parsed responses before the splitter: the end search, then strict
+    /// httparse over the head.
+    fn httparse_response(input: &[u8]) -> Oracle {
+        let Some(end) = find_head_end(input, 0) else {
+            return Oracle::Incomplete;
+        };
+        let mut slots = [httparse::EMPTY_HEADER; 101];
+        let mut resp = httparse::Response::new(&mut slots);
+        match httparse::ParserConfig::default().parse_response(&mut resp, &input[..end]) {
+            Ok(httparse::Status::Complete(n)) if n == end => Oracle::Parsed {
+                end,
+                minor: resp.version.unwrap_or(9),
+                code: resp.code.unwrap_or(0),
+                fields: resp
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.as_bytes().to_vec(), h.value.to_vec()))
+                    .collect(),
+            },
+            _ => Oracle::Refused,
+        }
+    }
+
+    fn response_soup() -> impl Strategy<Value = Vec<u8>> {
+        let status = prop_oneof![
+            Just(b"HTTP/1.1 200 OK\r\n".to_vec()),
+            Just(b"HTTP/1.0 204\n".to_vec()),
+            Just(b"HTTP/1.1 404 Not \tFound \xff\r\n".to_vec()),
+            Just(b"HTTP/1.1 200 \r\n".to_vec()),
+            Just(b"HTTP/1.1 20x OK\r\n".to_vec()),
+            Just(b"HTTP/1.1  200 OK\r\n".to_vec()),
+            Just(b"HTTP/2.0 200 OK\r\n".to_vec()),
+            Just(b"HTTP/1.1 200 O\rK\r\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+        ];
+        let piece = prop_oneof![
+            Just(b"Content-Length: 5\r\n".to_vec()),
+            Just(b"X-A:  \t v a l \t \r\n".to_vec()),
+            Just(b"Empty:\r\n".to_vec()),
+            Just(b"Ws: \r\n".to_vec()),
+            Just(b"Server: nginx/1.22.1\n".to_vec()),
+            Just(b"Set-Cookie: a=b; \x80\xfe\r\n".to_vec()),
+            Just(b"A : b\r\n".to_vec()),
+            Just(b" folded\r\n".to_vec()),
+            Just(b"X-Nul: a\x00b\r\n".to_vec()),
+            Just(b"X-Del: a\x7fb\r\n".to_vec()),
+            Just(b"X-!#$%&'*+-.^_`|~09: z\r\n".to_vec()),
+            Just(b"Bad(name): z\r\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"\r".to_vec()),
+            Just(b" ".to_vec()),
+            Just(b"\t".to_vec()),
+            Just(b":".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..6),
+        ];
+        // Half of them ended, so most cases reach a decision.
+        (
+            status,
+            proptest::collection::vec(piece, 0..12),
+            any::<bool>(),
+        )
+            .prop_map(|(s, rest, end)| {
+                [
+                    s,
+                    rest.concat(),
+                    if end { b"\r\n".to_vec() } else { vec![] },
+                ]
+                .concat()
+            })
     }
 }

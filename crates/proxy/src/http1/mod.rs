@@ -12,13 +12,14 @@
 //! header values are slices of the frozen head (no copy), and an idle client connection
 //! holds no buffer at all (`bench/RESULTS.md` has the before/after figures).
 //!
-//! What is here: head parsing and encoding (`head`), header names and recycled header maps
-//! (`names`), body decoding (`decode`), body writing (`write`), and the I/O helpers both
+//! What is here: head parsing and encoding (`head`), the response-head splitter (`split`),
+//! header names and recycled header maps (`names`), body decoding (`decode`), body writing (`write`), and the I/O helpers both
 //! sides share.
 
 pub mod decode;
 pub mod head;
 pub mod names;
+pub mod split;
 pub mod write;
 
 use std::io;

@@ -13,8 +13,8 @@ use std::cell::RefCell;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// The standard name for `raw` (a token, as httparse leaves it) when it is one of the common
-/// ones, in any case.
+/// The standard name for `raw` (any bytes: only a name that is exactly one of them, in
+/// any case, matches) when it is one of the common ones.
 pub fn common(raw: &[u8]) -> Option<HeaderName> {
     // Written out as guards, not a table: a table of `HeaderName`s is built (and dropped)
     // on every call, since the type has drop glue and cannot be promoted to a static.
@@ -45,10 +45,11 @@ pub fn common(raw: &[u8]) -> Option<HeaderName> {
     })
 }
 
-/// `raw == name` ignoring ASCII case, for a `raw` that is a token (httparse checked it) of
-/// `name`'s length, `name` being lowercase letters and `-`. Compares 8 (or 4) bytes at a time
-/// with the case bit set: among token characters only an uppercase letter becomes a lowercase
-/// one that way, and nothing becomes `-` (only CR would).
+/// `raw == name` ignoring ASCII case, for any bytes `raw` and a `name` of lowercase letters
+/// and `-`. Compares 8 (or 4) bytes at a time with the case bit set on `raw`'s bytes only
+/// where `name` has a letter (a letter's 0x40 bit shifted down to 0x20): so only `A`-`Z`
+/// fold onto `a`-`z`, and where `name` has `-`, `raw` must have `-` (not CR, which is `-`
+/// without that bit).
 #[inline(always)]
 fn eq_folded(raw: &[u8], name: &'static [u8]) -> bool {
     let n = raw.len();
@@ -59,15 +60,23 @@ fn eq_folded(raw: &[u8], name: &'static [u8]) -> bool {
     let w4 = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or([0; 4]));
     if n >= 8 {
         let mut i = 0;
+        let eq8 = |i: usize| {
+            let want = w8(name, i);
+            w8(raw, i) | (want & 0x4040_4040_4040_4040) >> 1 == want
+        };
         while i + 8 < n {
-            if w8(raw, i) | 0x2020_2020_2020_2020 != w8(name, i) {
+            if !eq8(i) {
                 return false;
             }
             i += 8;
         }
-        w8(raw, n - 8) | 0x2020_2020_2020_2020 == w8(name, n - 8)
+        eq8(n - 8)
     } else if n >= 4 {
-        w4(raw, 0) | 0x2020_2020 == w4(name, 0) && w4(raw, n - 4) | 0x2020_2020 == w4(name, n - 4)
+        let eq4 = |i: usize| {
+            let want = w4(name, i);
+            w4(raw, i) | (want & 0x4040_4040) >> 1 == want
+        };
+        eq4(0) && eq4(n - 4)
     } else {
         raw.eq_ignore_ascii_case(name)
     }
@@ -187,6 +196,33 @@ mod tests {
                 (n.eq_ignore_ascii_case("content-lengtH")).then(|| "content-length".into()),
                 "{n}"
             );
+        }
+        // Any bytes, not only tokens (the response splitter leaves names unchecked): a byte
+        // one case bit away from a name's `-` or letters is not taken for it, and every
+        // common name matches only itself.
+        for n in [
+            &b"content\rlength"[..],
+            b"Content\rLength",
+            b"user\rAgent",
+            b"hos\x14",
+            b"HOS\x14",
+            b"\x08ost",
+        ] {
+            assert!(common(n).is_none(), "{:?}", String::from_utf8_lossy(n));
+            assert!(parse(n).is_err(), "{:?}", String::from_utf8_lossy(n));
+        }
+        for n in names {
+            let mut b = n.as_bytes().to_vec();
+            for i in 0..b.len() {
+                for flip in [0x20u8, 0x40, 0x80, 0x01] {
+                    b[i] ^= flip;
+                    let want = HeaderName::from_bytes(&b)
+                        .ok()
+                        .filter(|h| h.as_str().eq_ignore_ascii_case(n));
+                    assert_eq!(common(&b), want, "{:?}", String::from_utf8_lossy(&b));
+                    b[i] ^= flip;
+                }
+            }
         }
         assert_eq!(parse(b"X-Custom").expect("valid").as_str(), "x-custom");
         assert!(parse(b"bad name").is_err());

@@ -93,6 +93,8 @@ pub struct ClientConn {
     rbuf: BytesMut,
     /// Where request heads are encoded; reused by the connection's next request.
     wbuf: BytesMut,
+    /// Splits response heads (its field spans are reused per response).
+    reader: head::ResponseReader,
     /// Bounds each exchange (re-armed per request; made on the first).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
@@ -206,6 +208,7 @@ impl Pool {
                         stream,
                         rbuf: BytesMut::new(),
                         wbuf: BytesMut::new(),
+                        reader: head::ResponseReader::default(),
                         timer: None,
                     });
                 }
@@ -354,13 +357,15 @@ async fn exchange(
 
     let head_request = *method == Method::HEAD;
     loop {
-        let parsed = head::parse_response(
-            &mut conn.rbuf,
-            MAX_RESPONSE_HEAD,
-            MAX_RESPONSE_HEADERS,
-            head_request,
-        )
-        .map_err(SendError::Response)?;
+        let parsed = conn
+            .reader
+            .parse(
+                &mut conn.rbuf,
+                MAX_RESPONSE_HEAD,
+                MAX_RESPONSE_HEADERS,
+                head_request,
+            )
+            .map_err(SendError::Response)?;
         let Some(h) = parsed else {
             let n = std::future::poll_fn(|cx| {
                 poll_read_buf(&mut conn.stream, cx, &mut conn.rbuf, READ_CHUNK)
