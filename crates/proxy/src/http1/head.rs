@@ -59,7 +59,7 @@ impl HeadError {
 /// Accepts CRLF and bare-LF line endings (a bare-LF request is forwarded with CRLF).
 pub fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
     let mut i = from.saturating_sub(2);
-    while let Some(off) = memchr(b'\n', &buf[i..]) {
+    while let Some(off) = split::find(&buf[i..], b'\n') {
         let lf = i + off;
         match buf.get(lf + 1) {
             Some(b'\n') => return Some(lf + 2),
