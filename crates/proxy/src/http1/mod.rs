@@ -12,11 +12,12 @@
 //! header values are slices of the frozen head (no copy), and an idle client connection
 //! holds no buffer at all (`bench/RESULTS.md` has the before/after figures).
 //!
-//! What is here: head parsing and encoding (`head`), the response-head splitter (`split`),
+//! What is here: head parsing (`head`, lines split by `split`), head encoding (`encode`),
 //! header names and recycled header maps (`names`), body decoding (`decode`), body writing (`write`), and the I/O helpers both
 //! sides share.
 
 pub mod decode;
+pub mod encode;
 pub mod head;
 pub mod names;
 pub mod split;

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::Body as HttpBody;
 
 use crate::body::BoxError;
-use crate::http1::head::{self, BodyFraming};
+use crate::http1::encode::{self, BodyFraming};
 
 /// Bytes gathered into one write (the head and small body frames that are ready).
 pub const WRITE_COALESCE: usize = 16 * 1024;
@@ -109,7 +109,7 @@ where
             }
         }
         if chunked {
-            head::chunk_header(out, data.len());
+            encode::chunk_header(out, data.len());
         }
         if out.len() + data.len() <= WRITE_COALESCE {
             out.extend_from_slice(&data);

@@ -39,7 +39,8 @@ use gatehouse_core::GatewayError;
 use crate::body::{BoxError, ClientBodyError, RequestBody, ResponseBody};
 use crate::gateway::Shared;
 use crate::http1::decode::{Decoded, Decoder};
-use crate::http1::head::{self, BodyFraming, Framing, HeadError, RequestHead};
+use crate::http1::encode::{self, BodyFraming};
+use crate::http1::head::{self, Framing, HeadError, RequestHead};
 use crate::http1::names;
 use crate::http1::write::{write_body, Sink, WriteBodyError};
 use crate::http1::{poll_read_buf, poll_write_all, Io, Prefixed, Upgraded};
@@ -906,7 +907,7 @@ async fn write_response<I: Io>(
     };
     let mut out = std::mem::take(&mut lock(conn).wbuf);
     out.reserve(512);
-    close |= head::encode_response(
+    close |= encode::encode_response(
         &mut out,
         status,
         &parts.headers,

@@ -29,7 +29,8 @@ use tokio_rustls::TlsConnector;
 
 use crate::body::{Body, BoxError};
 use crate::http1::decode::{Decoded, Decoder};
-use crate::http1::head::{self, BodyFraming, Framing, ResponseError, ResponseFraming};
+use crate::http1::encode::{self, BodyFraming};
+use crate::http1::head::{self, Framing, ResponseError, ResponseFraming};
 use crate::http1::write::{write_body, Sink, WriteBodyError};
 use crate::http1::{poll_read_buf, poll_write_all, Io, Prefixed, Upgraded};
 use crate::policy::forwarded::Added;
@@ -347,7 +348,7 @@ async fn exchange(
         None => Framing::Chunked,
     };
     let mut out = std::mem::take(&mut conn.wbuf);
-    head::encode_request(
+    encode::encode_request(
         &mut out,
         method,
         path_and_query,
