@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Uri, Version};
 
 use gatehouse_core::normalize::normalize_path;
@@ -17,6 +17,9 @@ pub struct Target<'a> {
     pub host: Cow<'a, str>,
     /// The authority as the client gave it (for `Host` / `x-forwarded-host` upstream).
     pub authority: Cow<'a, str>,
+    /// The `Host` field the authority came from (none when it came from the URI): its value
+    /// is passed on as it is, without another lookup.
+    pub host_field: Option<&'a HeaderValue>,
     /// Normalized path sent upstream.
     pub forward: Cow<'a, str>,
     /// Path used for route matching (`;params` stripped).
@@ -66,6 +69,7 @@ pub fn target<'a>(
     version: Version,
     headers: &'a HeaderMap,
 ) -> Result<Target<'a>, GatewayError> {
+    let mut host_field = None;
     let authority: &str = match uri.authority() {
         // Absolute-form (HTTP/1.1) or :authority (HTTP/2): the target authority wins over
         // any Host header (RFC 9112 §3.2.2, H10).
@@ -73,9 +77,11 @@ pub fn target<'a>(
         None => {
             let mut hosts = headers.get_all(header::HOST).iter();
             match (hosts.next(), hosts.next()) {
-                (Some(h), None) => h
-                    .to_str()
-                    .map_err(|_| GatewayError::BadRequest("invalid host header"))?,
+                (Some(h), None) => {
+                    host_field = Some(h);
+                    h.to_str()
+                        .map_err(|_| GatewayError::BadRequest("invalid host header"))?
+                }
                 (Some(_), Some(_)) => return Err(GatewayError::BadRequest("repeated host header")),
                 (None, _) if version == Version::HTTP_10 => "",
                 (None, _) => return Err(GatewayError::BadRequest("missing host header")),
@@ -95,6 +101,7 @@ pub fn target<'a>(
     Ok(Target {
         host,
         authority: Cow::Borrowed(authority),
+        host_field,
         forward: n.forward,
         route: n.route,
         query: uri.query(),
@@ -136,14 +143,21 @@ fn validate_authority(a: &str) -> Result<Cow<'_, str>, GatewayError> {
     if host.is_empty() || host.len() > 253 {
         return Err(bad());
     }
-    if !host.starts_with('[')
-        && !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
-    {
-        return Err(bad());
+    // One pass: every byte allowed (letters, digits, `-`, `.`, `_`; an IPv6 literal was
+    // parsed above), and whether any is uppercase.
+    let mut upper = false;
+    if !host.starts_with('[') {
+        for b in host.bytes() {
+            match b {
+                b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {}
+                b'A'..=b'Z' => upper = true,
+                _ => return Err(bad()),
+            }
+        }
+    } else {
+        upper = host.bytes().any(|b| b.is_ascii_uppercase());
     }
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+    if upper {
         Ok(Cow::Owned(host.to_ascii_lowercase()))
     } else {
         Ok(Cow::Borrowed(host))

@@ -360,12 +360,8 @@ async fn admit(
     drop(query);
     // The client's `Host` value itself when the authority came from it (a slice of the
     // request head: its clones cost no allocation), else a copy of the URI's authority.
-    let host_field = match parts.uri.authority() {
-        None => parts.headers.get(header::HOST).cloned(),
-        Some(_) => None,
-    };
-    let authority = match host_field {
-        Some(h) if h.as_bytes() == target.authority.as_bytes() => h,
+    let authority = match target.host_field {
+        Some(h) if h.as_bytes() == target.authority.as_bytes() => h.clone(),
         _ => HeaderValue::from_str(&target.authority)
             .map_err(|_| GatewayError::BadRequest("invalid host"))?,
     };
@@ -424,7 +420,9 @@ async fn admit(
         conn.tls,
         conn.peer.ip(),
     );
-    if !authority.is_empty() {
+    // Usually the map's own `Host`, untouched by the removals above: then there is nothing
+    // to insert (a lookup is ~85 instructions, an insert that replaces ~190).
+    if !authority.is_empty() && parts.headers.get(header::HOST) != Some(&authority) {
         parts.headers.insert(header::HOST, authority);
     }
     if !route.request_headers.is_empty() {
