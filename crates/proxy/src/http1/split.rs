@@ -54,17 +54,10 @@ pub fn response(
     fields: &mut Vec<Field>,
 ) -> Result<Option<(StatusLine, usize)>, SplitError> {
     fields.clear();
-    let mut pos = 0;
-    let status = loop {
-        let Some(off) = find(&buf[pos..], b'\n') else {
-            return Ok(None);
-        };
-        let line = without_cr(&buf[pos..pos + off]);
-        pos += off + 1;
-        if !line.is_empty() {
-            break status_line(line)?;
-        }
+    let Some((line, pos)) = start_line(buf) else {
+        return Ok(None);
     };
+    let status = status_line(&buf[line])?;
     Ok(split_fields(buf, pos, max_fields, fields)?.map(|end| (status, end)))
 }
 
@@ -87,19 +80,26 @@ pub fn request(
     fields: &mut Vec<Field>,
 ) -> Result<Option<(RequestLine, usize)>, SplitError> {
     fields.clear();
-    let mut pos = 0;
-    let line = loop {
-        let Some(off) = find(&buf[pos..], b'\n') else {
-            return Ok(None);
-        };
-        let start = pos;
-        let line = without_cr(&buf[pos..pos + off]);
-        pos += off + 1;
-        if !line.is_empty() {
-            break request_line(line, start)?;
-        }
+    let Some((line, pos)) = start_line(buf) else {
+        return Ok(None);
     };
+    let line = request_line(&buf[line.clone()], line.start)?;
     Ok(split_fields(buf, pos, max_fields, fields)?.map(|end| (line, end)))
+}
+
+/// The first line that is not empty (empty lines before it are skipped), without its line
+/// ending, and where the next line starts; `None` while it has not ended.
+fn start_line(buf: &[u8]) -> Option<(Range<usize>, usize)> {
+    let mut pos = 0;
+    loop {
+        let off = find(&buf[pos..], b'\n')?;
+        let len = without_cr(&buf[pos..pos + off]).len();
+        let line = pos..pos + len;
+        pos += off + 1;
+        if len > 0 {
+            return Some((line, pos));
+        }
+    }
 }
 
 fn request_line(line: &[u8], start: usize) -> Result<RequestLine, SplitError> {
