@@ -663,6 +663,14 @@ async fn read_head<I: Io>(conn: &Mutex<ConnIo<I>>, limits: &ConnLimits) -> ReadH
         {
             let mut g = lock(conn);
             let s = &mut *g;
+            // Usually the whole head is there with the first bytes: parsed in one pass.
+            if scanned == 0 {
+                match head::parse_request_front(&mut s.rbuf, max, head_limits) {
+                    Ok(Some(h)) => return ReadHead::Head(Box::new(h)),
+                    Err(e) => return ReadHead::Refused(e),
+                    Ok(None) => {}
+                }
+            }
             if let Some(end) = head::find_head_end(&s.rbuf, scanned) {
                 if end > max {
                     return refused(head::head_too_large(&s.rbuf, head_limits.max_request_line));
