@@ -17,8 +17,8 @@ pub struct Target<'a> {
     pub host: Cow<'a, str>,
     /// The authority as the client gave it (for `Host` / `x-forwarded-host` upstream).
     pub authority: Cow<'a, str>,
-    /// The `Host` field the authority came from (none when it came from the URI): its value
-    /// is passed on as it is, without another lookup.
+    /// The `Host` field `authority` is the text of (none when it came from the URI): its
+    /// value is passed on as it is, without another lookup.
     pub host_field: Option<&'a HeaderValue>,
     /// Normalized path sent upstream.
     pub forward: Cow<'a, str>,

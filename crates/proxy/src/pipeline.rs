@@ -361,8 +361,8 @@ async fn admit(
     // The client's `Host` value itself when the authority came from it (a slice of the
     // request head: its clones cost no allocation), else a copy of the URI's authority.
     let authority = match target.host_field {
-        Some(h) if h.as_bytes() == target.authority.as_bytes() => h.clone(),
-        _ => HeaderValue::from_str(&target.authority)
+        Some(h) => h.clone(),
+        None => HeaderValue::from_str(&target.authority)
             .map_err(|_| GatewayError::BadRequest("invalid host"))?,
     };
     drop(params);

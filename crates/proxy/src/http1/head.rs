@@ -1,6 +1,6 @@
 //! Message heads: parsing (lines split by `split`, names and values checked once by `http`'s
 //! own types) into `http` types without copying header values (they are slices of the
-//! frozen head), framing decisions, and encoding.
+//! frozen head), and framing decisions. Encoding is in `encode`.
 //!
 //! Request framing is decided here and is never ambiguous: `Transfer-Encoding` must be
 //! exactly `chunked` (one field, any case, OWS allowed), is refused on HTTP/1.0 and together
@@ -410,7 +410,7 @@ impl ResponseReader {
             self.scanned = 0;
             // Frozen first: header values are slices of it.
             let head = buf.split_to(end).freeze();
-            response_head(&head, status_line, fields, head_request)
+            response_head(&head, status_line, fields, head_request).map(Some)
         })
     }
 
@@ -434,7 +434,7 @@ fn response_head(
     status_line: split::StatusLine,
     fields: &[split::Field],
     head_request: bool,
-) -> Result<Option<ResponseHead>, ResponseError> {
+) -> Result<ResponseHead, ResponseError> {
     let code = status_line.code;
     let version = if status_line.minor == 0 {
         Version::HTTP_10
@@ -517,11 +517,11 @@ fn response_head(
     parts.status = status;
     parts.version = version;
     parts.headers = headers;
-    Ok(Some(ResponseHead {
+    Ok(ResponseHead {
         parts,
         framing,
         reusable,
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -692,10 +692,71 @@ mod tests {
             .map(|r| r.expect("complete"))
     }
 
-    /// Heads with more fields than the stack's slots are parsed again on the heap, up to the
-    /// limit, for responses and requests alike.
+    /// A response head that arrives in pieces: complete once its last byte is there (also
+    /// when the empty line is split across reads), the body's first bytes left in the buffer,
+    /// and one longer than the limit refused even though it never ends.
     #[test]
-    fn field_counts_past_the_stack_slots() {
+    fn response_heads_arriving_in_pieces() {
+        let raw = b"HTTP/1.1 200 OK\r\nServer: s\r\nContent-Length: 4\r\n\r\nbody";
+        let head_len = raw.len() - 4;
+        for step in [1, 2, 3, 7] {
+            let mut reader = ResponseReader::default();
+            let mut buf = BytesMut::new();
+            let mut got = None;
+            for chunk in raw.chunks(step) {
+                buf.extend_from_slice(chunk);
+                if let Some(h) = reader.parse(&mut buf, 1024, 10, false).expect("valid") {
+                    got = Some(h);
+                    break;
+                }
+            }
+            let h = got.expect("complete");
+            assert_eq!(h.framing, ResponseFraming::Length(4), "step {step}");
+            assert_eq!(h.parts.headers["server"], "s");
+            let rest = &raw[head_len..];
+            assert!(
+                rest.starts_with(&buf[..]),
+                "step {step}: left {:?}",
+                &buf[..]
+            );
+        }
+        let mut reader = ResponseReader::default();
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\n"[..]);
+        assert!(reader
+            .parse(&mut buf, 64, 10, false)
+            .expect("so far")
+            .is_none());
+        buf.extend_from_slice(format!("X-Long: {}", "v".repeat(60)).as_bytes());
+        assert_eq!(
+            reader.parse(&mut buf, 64, 10, false).err(),
+            Some(ResponseError::TooLarge)
+        );
+    }
+
+    /// The per-thread field spans grow with a large head and are let go after it.
+    #[test]
+    fn field_spans_of_a_large_head_are_let_go() {
+        let mut raw = String::from("HTTP/1.1 204 No Content\r\n");
+        for i in 0..150 {
+            raw.push_str(&format!("X-F{i}: v\r\n"));
+        }
+        raw.push_str("\r\n");
+        let mut buf = BytesMut::from(raw.as_bytes());
+        let h = ResponseReader::default()
+            .parse(&mut buf, 64 * 1024, 200, false)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(h.parts.headers.len(), 150);
+        assert!(FIELDS.with_borrow(|f| f.capacity()) <= KEEP_FIELDS);
+        let _ = resp(b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\r\n", false).expect("small");
+        let kept = FIELDS.with_borrow(|f| f.capacity());
+        assert!((2..=KEEP_FIELDS).contains(&kept), "{kept}");
+    }
+
+    /// Heads with many fields, up to the limit and past it, for responses and requests
+    /// alike (httparse had a fixed number of slots on the stack; the spans grow as needed).
+    #[test]
+    fn field_counts_up_to_the_limit_and_past_it() {
         let with_fields = |start: &str, n: usize| {
             let mut raw = start.to_string();
             for i in 0..n {

@@ -13,8 +13,8 @@
 //! holds no buffer at all (`bench/RESULTS.md` has the before/after figures).
 //!
 //! What is here: head parsing (`head`, lines split by `split`), head encoding (`encode`),
-//! header names and recycled header maps (`names`), body decoding (`decode`), body writing (`write`), and the I/O helpers both
-//! sides share.
+//! header names and recycled header maps (`names`), body decoding (`decode`), body writing
+//! (`write`), and the I/O helpers both sides share.
 
 pub mod decode;
 pub mod encode;

@@ -7,14 +7,17 @@
 //! end it needs first, and the names and values it checked were checked again by
 //! `HeaderName` and `HeaderValue` anyway. Here the end search *is* the split (one search
 //! per line), and names and values are left to those second checks, which become the only
-//! ones (`head::ResponseReader` makes them).
+//! ones (`head::parse_request` / `parse_request_front` and `head::ResponseReader` make
+//! them).
 //!
 //! What is accepted, together with those checks, is what httparse accepts with the gateway's
-//! strict settings (the differential test in `head.rs` holds the two against each other): `HTTP/1.0` or
-//! `HTTP/1.1`, one space, three digits, then the end of the line or one space and a reason
-//! of HTAB / SP / VCHAR / obs-text; lines ending in CRLF or LF; a name of one or more token
-//! characters directly followed by the colon (no whitespace before it, no obs-fold); the
-//! value without surrounding SP / HTAB. Empty lines before the start line are skipped.
+//! strict settings (the differential tests in `head.rs` hold the two against each other):
+//! lines ending in CRLF or LF, empty lines before the start line skipped; for a request, a
+//! method, one space, a non-empty target of visible ASCII / UTF-8, one space and `HTTP/1.0`
+//! or `HTTP/1.1`; for a response, `HTTP/1.0` or `HTTP/1.1`, one space, three digits, then the
+//! end of the line or one space and a reason of HTAB / SP / VCHAR / obs-text; a field name of
+//! one or more token characters directly followed by the colon (no whitespace before it, no
+//! obs-fold); the value without surrounding SP / HTAB.
 
 use std::ops::Range;
 
@@ -194,12 +197,12 @@ fn split_fields(
         if line.is_empty() {
             return Ok(Some(next));
         }
-        // The name is what precedes the first colon. It is not checked here: the one check
-        // is `names::parse` (exactly `HeaderName`'s, RFC 9110 tchar, so whitespace before
-        // the colon, obs-fold and CR are refused there), as values are left to
-        // `HeaderValue`. A line without a colon is refused here.
-        // Searched for in the rest of the head rather than the line: whole words to the end
-        // of a short name, where the line alone may end within one.
+        // The name is what precedes the first colon; a line without one is refused here.
+        // The name is not checked here: the one check is `names::parse` (exactly
+        // `HeaderName`'s, RFC 9110 tchar, so whitespace before the colon, obs-fold and CR
+        // are refused there), as values are left to `HeaderValue`. The colon is searched for
+        // in the rest of the head rather than the line: whole 8-byte words to the end of a
+        // short name, where the line alone may end within one.
         let colon = match find(&buf[pos..], b':') {
             Some(c) if c < line.len() => c,
             _ => return Err(SplitError::Malformed),

@@ -295,13 +295,7 @@ pub(super) async fn serve_conn<I: Io>(
     // One timer for the connection's idle periods, re-armed lazily: it fires at the old
     // deadline and is pushed to the real one if the connection was busy in between.
     let idle = limits.idle_timeout;
-    // Parking comes sooner while the connection has served only one request.
-    let mut park_after = if resumed.is_some() {
-        PARK_AFTER
-    } else {
-        PARK_AFTER_FIRST
-    }
-    .min(idle);
+    let was_parked = resumed.is_some();
     let mut last_active = resumed.unwrap_or_else(Instant::now);
     let idle_timer = tokio::time::sleep_until(last_active + idle);
     tokio::pin!(idle_timer);
@@ -330,7 +324,7 @@ pub(super) async fn serve_conn<I: Io>(
                     // Idle for a while after a request: wait in the park, without a task.
                     let parkable = park.filter(|_| !first);
                     if let Some(park) = parkable {
-                        if now >= last_active + park_after {
+                        if now >= last_active + park_delay(was_parked, served, idle) {
                             // A parked connection holds no buffer.
                             release_buffers(&conn);
                             let parked = Parked {
@@ -344,7 +338,7 @@ pub(super) async fn serve_conn<I: Io>(
                         }
                     }
                     let next = match parkable {
-                        Some(_) => last_active + park_after,
+                        Some(_) => last_active + park_delay(was_parked, served, idle),
                         None => last_active + idle,
                     };
                     idle_timer.as_mut().reset(next);
@@ -411,9 +405,6 @@ pub(super) async fn serve_conn<I: Io>(
         };
         last_active = Instant::now();
         served = served.saturating_add(1);
-        if served >= 2 {
-            park_after = PARK_AFTER.min(idle);
-        }
         match outcome {
             Exchange::KeepAlive if drain_deadline.is_none() => {
                 // After its first request a connection gives its buffers back while it waits
@@ -423,11 +414,12 @@ pub(super) async fn serve_conn<I: Io>(
                 if served < BUSY_AFTER {
                     release_buffers(&conn);
                 }
-                // Parking is due `park_after` from now; the timer only ever moves later on
+                // Parking is due `park_delay` from now; the timer only ever moves later on
                 // its own, so bring it forward once if it is set further out (the first
                 // request's full idle timeout).
-                if park.is_some() && idle_timer.deadline() > last_active + park_after {
-                    idle_timer.as_mut().reset(last_active + park_after);
+                let park_at = last_active + park_delay(was_parked, served, idle);
+                if park.is_some() && idle_timer.deadline() > park_at {
+                    idle_timer.as_mut().reset(park_at);
                 }
             }
             Exchange::KeepAlive | Exchange::Close => return Served::Closed,
@@ -438,6 +430,18 @@ pub(super) async fn serve_conn<I: Io>(
             Exchange::Upgraded => return Served::Closed,
         }
     }
+}
+
+/// How long a connection stays idle before it is parked: [`PARK_AFTER_FIRST`] while it has
+/// served only one request and was never parked, [`PARK_AFTER`] once it has shown itself
+/// reused; never past its idle timeout.
+fn park_delay(was_parked: bool, served: u32, idle: Duration) -> Duration {
+    let delay = if was_parked || served >= 2 {
+        PARK_AFTER
+    } else {
+        PARK_AFTER_FIRST
+    };
+    delay.min(idle)
 }
 
 /// Requests after which a connection counts as busy and keeps its buffers between requests.
@@ -1009,4 +1013,22 @@ async fn linger<I: Io>(conn: &Mutex<ConnIo<I>>) {
         }
     };
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parking_is_sooner_for_a_connection_used_once_and_never_past_its_idle_timeout() {
+        let idle = Duration::from_secs(60);
+        assert_eq!(park_delay(false, 0, idle), PARK_AFTER_FIRST);
+        assert_eq!(park_delay(false, 1, idle), PARK_AFTER_FIRST);
+        assert_eq!(park_delay(false, 2, idle), PARK_AFTER);
+        assert_eq!(park_delay(true, 0, idle), PARK_AFTER);
+        // An idle timeout shorter than either delay: the connection closes, never parks late.
+        let short = Duration::from_millis(50);
+        assert_eq!(park_delay(false, 1, short), short);
+        assert_eq!(park_delay(true, 5, short), short);
+    }
 }
