@@ -13,6 +13,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 
 use crate::context::BodyStats;
+use crate::http1::raw::RawFields;
 use crate::policy::forwarded::X_REQUEST_ID;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -213,6 +214,33 @@ impl UpstreamBody {
             UpstreamBody::H2(_) => None,
         }
     }
+
+    /// The fields of an HTTP/1 upstream's response passed on raw, not in the response's
+    /// header map (see `http1::raw`).
+    pub fn raw_fields(&self) -> Option<&RawFields> {
+        match self {
+            UpstreamBody::H1(b) => b.raw_fields(),
+            UpstreamBody::H2(_) => None,
+        }
+    }
+
+    /// Moves raw fields into `headers` (the response's map): for anything that reads or
+    /// changes the response's fields other than the HTTP/1 encoder.
+    pub fn move_raw_into(&mut self, headers: &mut HeaderMap) {
+        if let UpstreamBody::H1(b) = self {
+            b.move_raw_into(headers);
+        }
+    }
+}
+
+/// Makes `resp`'s header map complete: the fields an HTTP/1 upstream's response passed on
+/// raw are moved into it.
+pub fn with_all_fields(resp: &mut http::Response<UpstreamBody>) {
+    if resp.body().raw_fields().is_some_and(|r| !r.is_empty()) {
+        let mut headers = std::mem::take(resp.headers_mut());
+        resp.body_mut().move_raw_into(&mut headers);
+        *resp.headers_mut() = headers;
+    }
 }
 
 impl HttpBody for UpstreamBody {
@@ -364,6 +392,29 @@ impl ResponseBody {
     /// read before the body is sent (its end takes the completion hook that holds them).
     pub fn fields(&self) -> &GatewayFields {
         self.done.as_deref().map_or(&NO_FIELDS, |d| d.fields())
+    }
+
+    /// The fields of an HTTP/1 upstream's response passed on raw, for the HTTP/1 encoder
+    /// (read before the body: the connection is pooled again at its end).
+    pub fn raw_fields(&self) -> Option<&RawFields> {
+        match &self.inner {
+            ResponseInner::Upstream(b) => b.raw_fields(),
+            ResponseInner::Local(_) => None,
+        }
+    }
+
+    /// Moves raw fields into `headers` (for the HTTP/2 server, which writes a map).
+    pub fn move_raw_into(&mut self, headers: &mut HeaderMap) {
+        if let ResponseInner::Upstream(b) = &mut self.inner {
+            b.move_raw_into(headers);
+        }
+    }
+
+    /// The raw fields were written: the upstream head they point into is let go.
+    pub fn raw_written(&mut self) {
+        if let ResponseInner::Upstream(UpstreamBody::H1(b)) = &mut self.inner {
+            b.raw_written();
+        }
     }
 
     /// A body the gateway made, with nothing to report when it ends (the panic answer).

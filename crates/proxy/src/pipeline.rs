@@ -137,7 +137,12 @@ async fn run(
     let mut resp = result?;
 
     // response transform (framing was already checked by `upstream::call`, which also
-    // poisons the pooled connection when it is ambiguous, S13)
+    // poisons the pooled connection when it is ambiguous, S13). An HTTP/1 upstream's fields
+    // may have been kept raw for the HTTP/1 encoder (`http1::raw`); whatever reads or
+    // changes them here needs them in the map.
+    if websocket || route.cors.is_some() || !route.response_headers.is_empty() {
+        body::with_all_fields(&mut resp);
+    }
     if websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let tunnelled = match on_upgrade {
             Some(client_side) => {

@@ -209,6 +209,83 @@ async fn x1_hop_by_hop_response_headers_stripped() {
         .all(|v| !v.to_ascii_lowercase().contains("x-secret")));
 }
 
+/// An HTTP/1 upstream's fields reach the client as the upstream sent them (names in their
+/// case, repeated fields in order, its own `Date`), over HTTP/1 (where the usual response is
+/// passed on without a header map, `http1::raw`) and over HTTP/2 (which needs the map); and
+/// an upstream field the gateway replaces or removes still is replaced or removed.
+#[tokio::test]
+async fn upstream_response_fields_pass_through_as_sent() {
+    let date = "Tue, 01 Dec 2026 10:00:00 GMT";
+    let passed = [
+        ("Server", "Up/1.0"),
+        ("Date", date),
+        ("Set-Cookie", "a=1"),
+        ("X-Mixed-Case", "Value  with  spaces"),
+        ("Set-Cookie", "b=2"),
+        ("cache-control", "no-store"),
+    ];
+    let up = RawUpstream::start(RawScript::Respond(http_response(200, &passed, b"ok")))
+        .await
+        .expect("raw upstream");
+    let gw = TestGateway::start(&simple_config(&up.url()))
+        .await
+        .expect("gateway");
+    let req = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr());
+    let resp = raw_roundtrip(gw.addr(), req.as_bytes())
+        .await
+        .expect("resp");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body_str(), "ok");
+    let upstream_fields: Vec<(&str, &str)> = resp
+        .head
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .filter(|(n, _)| passed.iter().any(|(p, _)| p.eq_ignore_ascii_case(n)))
+        .collect();
+    assert_eq!(upstream_fields, passed, "{:?}", resp.head);
+    assert_eq!(resp.header_all("date"), vec![date]);
+    assert_eq!(resp.header_all("content-length"), vec!["2"]);
+    assert_eq!(resp.header_all("x-request-id").len(), 1, "{:?}", resp.head);
+
+    let r = h2c_client().get(gw.url("/")).send().await.expect("h2");
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let cookies: Vec<_> = r.headers().get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["a=1", "b=2"]);
+    assert_eq!(r.headers()["server"], "Up/1.0");
+    assert_eq!(r.headers()["x-mixed-case"], "Value  with  spaces");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.headers().get_all("date").iter().count(), 1);
+    assert_eq!(r.headers()["date"], date);
+    assert_eq!(r.headers().get_all("x-request-id").iter().count(), 1);
+    assert_eq!(r.text().await.expect("body"), "ok");
+
+    // An upstream `x-request-id` is replaced by the gateway's; `TE` is hop-by-hop.
+    let up = RawUpstream::start(RawScript::Respond(http_response(
+        200,
+        &[
+            ("X-Request-Id", "upstream's"),
+            ("TE", "trailers"),
+            ("X-Kept", "1"),
+        ],
+        b"ok",
+    )))
+    .await
+    .expect("raw upstream");
+    let gw = TestGateway::start(&simple_config(&up.url()))
+        .await
+        .expect("gateway");
+    let req = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr());
+    let resp = raw_roundtrip(gw.addr(), req.as_bytes())
+        .await
+        .expect("resp");
+    let ids = resp.header_all("x-request-id");
+    assert_eq!(ids.len(), 1, "{:?}", resp.head);
+    assert!(is_generated_id(ids[0]), "{:?}", resp.head);
+    assert!(resp.header("te").is_none(), "{:?}", resp.head);
+    assert_eq!(resp.header("x-kept"), Some("1"));
+}
+
 // ---- X3 ----------------------------------------------------------------------------------
 
 #[tokio::test]

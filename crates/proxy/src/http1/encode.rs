@@ -12,7 +12,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
 use super::head::Framing;
+use super::raw::RawFields;
 use crate::body::GatewayFields;
+use crate::policy::forwarded::Added;
 
 fn put_headers(out: &mut BytesMut, headers: &HeaderMap) {
     for (name, value) in headers {
@@ -39,12 +41,12 @@ fn put_content_length(out: &mut BytesMut, n: u64) {
 
 /// A request head for an upstream: origin-form target, the headers as the pipeline left
 /// them, and one framing header chosen from the body.
-pub fn encode_request<'a>(
+pub fn encode_request(
     out: &mut BytesMut,
     method: &Method,
     path_and_query: &str,
     headers: &HeaderMap,
-    extra: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+    added: &Added,
     framing: Framing,
 ) {
     // The buffer is reused per connection, so this rarely allocates; a longer head grows it.
@@ -54,9 +56,7 @@ pub fn encode_request<'a>(
     out.put_slice(path_and_query.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
     put_headers(out, headers);
-    for (name, value) in extra {
-        put_field(out, name, value);
-    }
+    added.put(out);
     match framing {
         Framing::None => {
             // A method that normally has a body says so explicitly.
@@ -82,29 +82,45 @@ pub enum BodyFraming {
     Close,
 }
 
-/// A response head for a client: the map's fields, then `fields` (the gateway's, replacing
-/// any of the same name), the framing header chosen by `framing` (for a HEAD answer,
-/// `declared_length`: the length a GET would have had), a `Date` when the headers have none,
-/// and `connection` (`close`, `keep-alive` for HTTP/1.0, `upgrade`) when given. A
-/// `Connection` field in the map is not written: `close` there (a route's header operation)
-/// turns `connection` into `close`. Returns whether it did.
+/// A response's fields, in the order they are written: the upstream's passed on raw
+/// (`http1::raw`; none of them is a framing, `Connection` or gateway field), the map's, then
+/// the gateway's (replacing any of the same name in the map).
+pub struct ResponseFields<'a> {
+    pub raw: Option<&'a RawFields>,
+    pub map: &'a HeaderMap,
+    pub gateway: &'a GatewayFields,
+}
+
+/// A response head for a client: its `fields`, the framing header chosen by `framing` (for a
+/// HEAD answer, `declared_length`: the length a GET would have had), a `Date` when the
+/// fields have none, and `connection` (`close`, `keep-alive` for HTTP/1.0, `upgrade`) when
+/// given. A `Connection` field in the map is not written: `close` there (a route's header
+/// operation) turns `connection` into `close`. Returns whether it did.
 pub fn encode_response(
     out: &mut BytesMut,
     status: StatusCode,
-    headers: &HeaderMap,
-    fields: &GatewayFields,
+    fields: ResponseFields<'_>,
     framing: BodyFraming,
     declared_length: Option<u64>,
     connection: Option<&'static [u8]>,
 ) -> bool {
-    out.reserve(256 + headers.len() * 64);
+    let ResponseFields {
+        raw,
+        map: headers,
+        gateway: fields,
+    } = fields;
+    out.reserve(256 + (headers.len() + raw.map_or(0, RawFields::len)) * 64);
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(status.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.put_slice(b"\r\n");
-    // One pass over the map decides what a lookup per name would have.
     let mut has_date = false;
+    if let Some(raw) = raw {
+        raw.put(out);
+        has_date = raw.has_date();
+    }
+    // One pass over the map decides what a lookup per name would have.
     let mut asked_close = false;
     for (name, value) in headers {
         if *name == header::CONTENT_LENGTH || *name == header::TRANSFER_ENCODING {
@@ -205,26 +221,27 @@ mod tests {
         h.insert("host", HeaderValue::from_static("up"));
         h.insert("content-length", HeaderValue::from_static("99"));
         let mut out = BytesMut::new();
-        let extra = HeaderName::from_static("x-extra");
-        let extra_v = HeaderValue::from_static("1");
         encode_request(
             &mut out,
             &Method::POST,
             "/a?b",
             &h,
-            std::iter::once((&extra, &extra_v)),
+            &Added::default(),
             Framing::Length(5),
         );
         assert_eq!(
             &out[..],
-            b"POST /a?b HTTP/1.1\r\nhost: up\r\nx-extra: 1\r\ncontent-length: 5\r\n\r\n"
+            b"POST /a?b HTTP/1.1\r\nhost: up\r\ncontent-length: 5\r\n\r\n"
         );
         let mut out = BytesMut::new();
         let asked = encode_response(
             &mut out,
             StatusCode::NOT_FOUND,
-            &HeaderMap::new(),
-            &GatewayFields::default(),
+            ResponseFields {
+                raw: None,
+                map: &HeaderMap::new(),
+                gateway: &GatewayFields::default(),
+            },
             BodyFraming::Chunked,
             None,
             Some(b"close"),
@@ -257,8 +274,11 @@ mod tests {
         let asked = encode_response(
             &mut out,
             StatusCode::OK,
-            &h,
-            &fields,
+            ResponseFields {
+                raw: None,
+                map: &h,
+                gateway: &fields,
+            },
             BodyFraming::Length(2),
             None,
             None,

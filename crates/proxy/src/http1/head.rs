@@ -10,10 +10,11 @@
 //! tests below hold the two against each other).
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 use memchr::memchr;
 
+use super::raw::{self, RawFields};
 use super::{names, split};
 
 use gatehouse_core::GatewayError;
@@ -379,6 +380,8 @@ pub enum ResponseError {
 pub struct ResponseReader {
     /// The front of the buffer known to hold no complete head.
     scanned: usize,
+    /// The last head's fields when they are passed on raw.
+    raw: RawFields,
 }
 
 impl ResponseReader {
@@ -392,6 +395,19 @@ impl ResponseReader {
         max_head: usize,
         max_headers: usize,
         head_request: bool,
+    ) -> Result<Option<ResponseHead>, ResponseError> {
+        self.read(buf, max_head, max_headers, head_request, true)
+    }
+
+    /// [`ResponseReader::parse`]; with `pass_raw` false every head's fields go into its map
+    /// (the tests hold the two forms against each other).
+    fn read(
+        &mut self,
+        buf: &mut BytesMut,
+        max_head: usize,
+        max_headers: usize,
+        head_request: bool,
+        pass_raw: bool,
     ) -> Result<Option<ResponseHead>, ResponseError> {
         if buf.is_empty() || (self.scanned > 0 && find_head_end(buf, self.scanned).is_none()) {
             return self.incomplete(buf, max_head);
@@ -410,8 +426,19 @@ impl ResponseReader {
             self.scanned = 0;
             // Frozen first: header values are slices of it.
             let head = buf.split_to(end).freeze();
-            response_head(&head, status_line, fields, head_request).map(Some)
+            let raw = pass_raw.then_some(&mut self.raw);
+            response_head(&head, status_line, fields, head_request, raw).map(Some)
         })
+    }
+
+    /// The fields of the head last returned when they are passed on raw (its header map is
+    /// then empty); empty otherwise.
+    pub fn raw(&self) -> &RawFields {
+        &self.raw
+    }
+
+    pub fn raw_mut(&mut self) -> &mut RawFields {
+        &mut self.raw
     }
 
     fn incomplete(
@@ -427,13 +454,14 @@ impl ResponseReader {
     }
 }
 
-/// The response head from a split one: the framing decided, the fields a proxy passes on in
-/// a (recycled) header map.
+/// The response head from a split one: the framing decided, the fields a proxy passes on
+/// kept raw in `raw` when they qualify (see `raw`), else in a (recycled) header map.
 fn response_head(
     head: &Bytes,
     status_line: split::StatusLine,
     fields: &[split::Field],
     head_request: bool,
+    mut raw: Option<&mut RawFields>,
 ) -> Result<ResponseHead, ResponseError> {
     let code = status_line.code;
     let version = if status_line.minor == 0 {
@@ -447,72 +475,30 @@ fn response_head(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
 
-    let mut headers = names::map(fields.len() + 4);
-    let mut length: Option<u64> = None;
-    let mut cl_seen = false;
-    let mut te: Option<bool> = None;
-    let mut reusable = version == Version::HTTP_11;
-    let mut framing_error = false;
-    for f in fields {
-        let name = names::parse(&head[f.name.clone()]).map_err(|_| ResponseError::Malformed)?;
-        let value = HeaderValue::from_maybe_shared(head.slice(f.value.clone()))
-            .map_err(|_| ResponseError::Malformed)?;
-        // The framing fields are the codec's: a body's length travels as the body's exact
-        // size (written again by whichever encoder sends it on), `chunked` as its absence.
-        // Only a bodiless response keeps its `Content-Length` (a HEAD answer's is the GET's).
-        if name == header::CONTENT_LENGTH {
-            match parse_content_length(value.as_bytes()) {
-                Some(n) if !cl_seen => length = Some(n),
-                _ => framing_error = true,
-            }
-            cl_seen = true;
-            if !bodiless {
-                continue;
-            }
-        } else if name == header::TRANSFER_ENCODING {
-            let chunked = value
-                .as_bytes()
-                .trim_ascii()
-                .eq_ignore_ascii_case(b"chunked");
-            te = Some(te.is_none() && chunked);
-            continue;
-        } else if name == header::CONNECTION {
-            if !connection_tokens(value.as_bytes(), version, &mut reusable) {
-                continue;
-            }
-        } else if name == KEEP_ALIVE {
-            continue;
-        }
-        headers.append(name, value);
-    }
-    if cl_seen && te.is_some() {
-        framing_error = true;
-    }
-    if framing_error {
-        return Err(ResponseError::Framing);
-    }
-    let framing = if bodiless {
-        // A body-framing header on a bodiless response says the upstream may send bytes
-        // that belong to no response: never reuse that connection (S13).
-        if (status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED)
-            && (te.is_some() || length.is_some_and(|n| n > 0))
-        {
-            reusable = false;
-        }
-        ResponseFraming::None
-    } else {
-        match (te, length) {
-            (Some(true), _) => ResponseFraming::Chunked,
-            // A coding other than exactly `chunked` (gzip, chunked; two TE fields): refused,
-            // the gateway would otherwise pass on a body it cannot frame.
-            (Some(false), _) => return Err(ResponseError::Framing),
-            (None, Some(n)) => ResponseFraming::Length(n),
-            (None, None) => {
-                reusable = false;
-                ResponseFraming::Eof
-            }
-        }
+    let mut framing = FramingFields::new(version, bodiless);
+    let passed_raw = match raw.as_deref_mut() {
+        Some(raw) if !bodiless => raw_fields(head, fields, &mut framing, raw)?,
+        _ => false,
     };
+    let headers = if passed_raw {
+        HeaderMap::new()
+    } else {
+        if let Some(raw) = raw {
+            raw.clear();
+        }
+        framing = FramingFields::new(version, bodiless);
+        let mut headers = names::map(fields.len() + 4);
+        for f in fields {
+            let name = names::parse(&head[f.name.clone()]).map_err(|_| ResponseError::Malformed)?;
+            let value = HeaderValue::from_maybe_shared(head.slice(f.value.clone()))
+                .map_err(|_| ResponseError::Malformed)?;
+            if framing.field(&name, value.as_bytes()) != Role::Drop {
+                headers.append(name, value);
+            }
+        }
+        headers
+    };
+    let (framing, reusable) = framing.decide(status)?;
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
     parts.version = version;
@@ -522,6 +508,174 @@ fn response_head(
         framing,
         reusable,
     })
+}
+
+/// The fields into `raw` when they qualify: `Ok(false)` at the first one that does not (the
+/// caller starts again with a map). Names and values are checked here as `HeaderName` and
+/// `HeaderValue` would check them, and the framing fields are read into `framing` as the map
+/// pass reads them.
+fn raw_fields(
+    head: &Bytes,
+    fields: &[split::Field],
+    framing: &mut FramingFields,
+    raw: &mut RawFields,
+) -> Result<bool, ResponseError> {
+    raw.start(head);
+    // Where the empty line starts: the end of the last field's line.
+    let end = head.len();
+    let fields_end = if end >= 2 && head[end - 2] == b'\r' {
+        end - 2
+    } else {
+        end - 1
+    };
+    for (i, f) in fields.iter().enumerate() {
+        let line_end = fields.get(i + 1).map_or(fields_end, |n| n.name.start);
+        let name = &head[f.name.clone()];
+        let value = &head[f.value.clone()];
+        if !raw::valid_value(value) {
+            return Err(ResponseError::Malformed);
+        }
+        match names::common(name) {
+            Some(n) => match framing.field(&n, value) {
+                Role::Drop => continue,
+                Role::Nominates => return Ok(false),
+                Role::Pass if n == header::UPGRADE => return Ok(false),
+                Role::Pass => {
+                    if n == header::DATE {
+                        raw.set_has_date();
+                    }
+                }
+            },
+            None => {
+                if !raw::valid_name(name) {
+                    return Err(ResponseError::Malformed);
+                }
+                if name.eq_ignore_ascii_case(b"keep-alive") {
+                    continue;
+                }
+                if NOT_RAW.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+                    return Ok(false);
+                }
+            }
+        }
+        // A line ending in a bare LF is written with CRLF by the map's encoder.
+        if head[line_end - 2] != b'\r' {
+            return Ok(false);
+        }
+        raw.keep(f.name.start..line_end, f.name.clone(), f.value.clone());
+    }
+    Ok(true)
+}
+
+/// Names outside `names::common` that keep a response out of the raw form: the other
+/// hop-by-hop fields (`policy::headers` removes them from a map) and the gateway's own
+/// response fields (`body::GatewayFields`, which replace an upstream's).
+const NOT_RAW: [&[u8]; 8] = [
+    b"te",
+    b"proxy-connection",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"http2-settings",
+    b"x-request-id",
+    b"ratelimit-policy",
+    b"ratelimit",
+];
+
+/// What a field is to the framing: removed (the codec writes framing again), passed on, or a
+/// `Connection` that names other fields (kept for the pipeline to remove them, X1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Drop,
+    Pass,
+    Nominates,
+}
+
+/// The framing fields of a response head, read field by field.
+struct FramingFields {
+    version: Version,
+    bodiless: bool,
+    length: Option<u64>,
+    cl_seen: bool,
+    te: Option<bool>,
+    reusable: bool,
+    error: bool,
+}
+
+impl FramingFields {
+    fn new(version: Version, bodiless: bool) -> Self {
+        FramingFields {
+            version,
+            bodiless,
+            length: None,
+            cl_seen: false,
+            te: None,
+            reusable: version == Version::HTTP_11,
+            error: false,
+        }
+    }
+
+    fn field(&mut self, name: &HeaderName, value: &[u8]) -> Role {
+        // The framing fields are the codec's: a body's length travels as the body's exact
+        // size (written again by whichever encoder sends it on), `chunked` as its absence.
+        // Only a bodiless response keeps its `Content-Length` (a HEAD answer's is the GET's).
+        if name == header::CONTENT_LENGTH {
+            match parse_content_length(value) {
+                Some(n) if !self.cl_seen => self.length = Some(n),
+                _ => self.error = true,
+            }
+            self.cl_seen = true;
+            if self.bodiless {
+                Role::Pass
+            } else {
+                Role::Drop
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            let chunked = value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            self.te = Some(self.te.is_none() && chunked);
+            Role::Drop
+        } else if name == header::CONNECTION {
+            if connection_tokens(value, self.version, &mut self.reusable) {
+                Role::Nominates
+            } else {
+                Role::Drop
+            }
+        } else if name == KEEP_ALIVE {
+            Role::Drop
+        } else {
+            Role::Pass
+        }
+    }
+
+    /// The framing and whether the connection may be reused after the body.
+    fn decide(self, status: StatusCode) -> Result<(ResponseFraming, bool), ResponseError> {
+        let mut reusable = self.reusable;
+        if self.error || (self.cl_seen && self.te.is_some()) {
+            return Err(ResponseError::Framing);
+        }
+        let framing = if self.bodiless {
+            // A body-framing header on a bodiless response says the upstream may send bytes
+            // that belong to no response: never reuse that connection (S13).
+            if (status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED)
+                && (self.te.is_some() || self.length.is_some_and(|n| n > 0))
+            {
+                reusable = false;
+            }
+            ResponseFraming::None
+        } else {
+            match (self.te, self.length) {
+                (Some(true), _) => ResponseFraming::Chunked,
+                // A coding other than exactly `chunked` (gzip, chunked; two TE fields):
+                // refused, the gateway would otherwise pass on a body it cannot frame.
+                (Some(false), _) => return Err(ResponseError::Framing),
+                (None, Some(n)) => ResponseFraming::Length(n),
+                (None, None) => {
+                    reusable = false;
+                    ResponseFraming::Eof
+                }
+            }
+        };
+        Ok((framing, reusable))
+    }
 }
 
 #[cfg(test)]
@@ -685,11 +839,15 @@ mod tests {
         assert_eq!(&buf[..], b"NEXT");
     }
 
+    /// The response head with all its fields in the map (those passed on raw moved there).
     fn resp(raw: &[u8], head: bool) -> Result<ResponseHead, ResponseError> {
         let mut buf = BytesMut::from(raw);
-        ResponseReader::default()
-            .parse(&mut buf, 64 * 1024, 100, head)
-            .map(|r| r.expect("complete"))
+        let mut reader = ResponseReader::default();
+        let mut h = reader
+            .parse(&mut buf, 64 * 1024, 100, head)?
+            .expect("complete");
+        reader.raw_mut().move_into(&mut h.parts.headers);
+        Ok(h)
     }
 
     /// A response head that arrives in pieces: complete once its last byte is there (also
@@ -710,8 +868,10 @@ mod tests {
                     break;
                 }
             }
-            let h = got.expect("complete");
+            let mut h = got.expect("complete");
             assert_eq!(h.framing, ResponseFraming::Length(4), "step {step}");
+            assert_eq!(reader.raw().len(), 1, "passed on raw");
+            reader.raw_mut().move_into(&mut h.parts.headers);
             assert_eq!(h.parts.headers["server"], "s");
             let rest = &raw[head_len..];
             assert!(
@@ -794,6 +954,91 @@ mod tests {
         let mut buf = with_fields("GET / HTTP/1.1\r\nHost: a\r\n", 350);
         let end = buf.len();
         assert!(parse_request(&mut buf, end, &limits).is_err());
+    }
+
+    /// Which responses keep their fields raw (the usual one does), which go to a map, and
+    /// what the client is sent for a raw one: the upstream's lines as they were (case and
+    /// order kept), the framing written again, no second `Date`.
+    #[test]
+    fn fields_passed_on_raw_and_when_not() {
+        let read = |raw: &[u8], head: bool| {
+            let mut buf = BytesMut::from(raw);
+            let mut reader = ResponseReader::default();
+            let h = reader
+                .parse(&mut buf, 64 * 1024, 100, head)
+                .expect("valid")
+                .expect("complete");
+            (h, reader)
+        };
+        let nginx =
+            b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\n\
+            Content-Type: text/plain\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\
+            X-After:  a b \r\n\r\nhello";
+        let (h, reader) = read(nginx, false);
+        assert!(h.parts.headers.is_empty());
+        assert_eq!(reader.raw().len(), 4);
+        assert!(reader.raw().has_date());
+        assert_eq!(h.framing, ResponseFraming::Length(5));
+        assert!(h.reusable);
+        let mut out = BytesMut::new();
+        let fields = crate::body::GatewayFields::new(HeaderValue::from_static("id1"), None, None);
+        let asked = super::super::encode::encode_response(
+            &mut out,
+            h.parts.status,
+            super::super::encode::ResponseFields {
+                raw: Some(reader.raw()),
+                map: &h.parts.headers,
+                gateway: &fields,
+            },
+            super::super::encode::BodyFraming::Length(5),
+            None,
+            None,
+        );
+        assert!(!asked);
+        assert_eq!(
+            &out[..],
+            &b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\n\
+               Content-Type: text/plain\r\nX-After:  a b \r\nx-request-id: id1\r\n\
+               content-length: 5\r\n\r\n"[..]
+        );
+
+        // Each of these needs the map: a field the pipeline removes or replaces, a line
+        // ending in a bare LF, a bodiless answer (its `Content-Length` stays).
+        for (why, extra, head) in [
+            ("upgrade", &b"Upgrade: h2c\r\n"[..], false),
+            ("te", b"TE: trailers\r\n", false),
+            ("proxy-connection", b"Proxy-Connection: x\r\n", false),
+            (
+                "nominated",
+                b"Connection: keep-alive, X-Secret\r\nX-Secret: 1\r\n",
+                false,
+            ),
+            ("request id", b"X-Request-Id: upstream\r\n", false),
+            ("rate limit", b"RateLimit: limit=1\r\n", false),
+            ("bare LF", b"X-A: 1\n", false),
+            ("HEAD", b"X-A: 1\r\n", true),
+        ] {
+            let raw = [
+                &b"HTTP/1.1 200 OK\r\nServer: s\r\n"[..],
+                extra,
+                b"Content-Length: 0\r\n\r\n",
+            ]
+            .concat();
+            let (h, reader) = read(&raw, head);
+            assert!(reader.raw().is_empty(), "{why}");
+            assert_eq!(h.parts.headers["server"], "s", "{why}");
+        }
+        // `Keep-Alive` is dropped in either form.
+        let (h, reader) = read(
+            b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert!(h.parts.headers.is_empty() && reader.raw().is_empty());
+        // A malformed value is refused in the raw pass as in the map one.
+        assert_eq!(
+            resp(b"HTTP/1.1 200 OK\r\nA: 1\r\nX: a\x01b\r\n\r\n", false).err(),
+            Some(ResponseError::Malformed)
+        );
     }
 
     #[test]
@@ -1090,6 +1335,123 @@ mod prop {
             code: u16,
             fields: Vec<(Vec<u8>, Vec<u8>)>,
         },
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Fields passed on raw are the fields the map would have held: the same accept or
+        /// refuse, framing and reuse, the same fields in the same order once moved into a
+        /// map, and the lines written to the client read back as those fields.
+        #[test]
+        fn raw_fields_agree_with_the_map(input in field_soup(), head_request in any::<bool>()) {
+            let read = |pass_raw: bool| {
+                let mut buf = BytesMut::from(&input[..]);
+                let mut reader = ResponseReader::default();
+                let r = reader.read(&mut buf, 64 * 1024, 100, head_request, pass_raw);
+                (r, reader)
+            };
+            let (ours, mut reader) = read(true);
+            let (theirs, _) = read(false);
+            let list = |h: &HeaderMap| -> Vec<(String, Vec<u8>)> {
+                h.iter().map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())).collect()
+            };
+            match (ours, theirs) {
+                (Ok(Some(mut a)), Ok(Some(b))) => {
+                    prop_assert_eq!(a.parts.status, b.parts.status);
+                    prop_assert_eq!(a.parts.version, b.parts.version);
+                    prop_assert_eq!(a.framing, b.framing);
+                    prop_assert_eq!(a.reusable, b.reusable);
+                    let mut written = BytesMut::new();
+                    reader.raw().put(&mut written);
+                    let has_date = reader.raw().has_date();
+                    // One form or the other, never both.
+                    let passed_raw = a.parts.headers.is_empty();
+                    prop_assert!(passed_raw || reader.raw().is_empty());
+                    reader.raw_mut().move_into(&mut a.parts.headers);
+                    prop_assert_eq!(list(&a.parts.headers), list(&b.parts.headers));
+                    prop_assert_eq!(has_date, passed_raw && b.parts.headers.contains_key(header::DATE));
+                    if passed_raw {
+                        // Not moved into a map, the lines go to the client as they are: they
+                        // must be what the pipeline leaves of the map (hop-by-hop fields
+                        // removed), with no field the gateway's own would replace.
+                        // Every line ends in CRLF, as a sender's must.
+                        let lf = written.iter().enumerate().filter(|(_, b)| **b == b'\n');
+                        prop_assert!(lf.clone().all(|(i, _)| i > 0 && written[i - 1] == b'\r'));
+                        let again = [&b"HTTP/1.1 200 OK\r\n"[..], &written, b"\r\n"].concat();
+                        let back = resp(&again, false).expect("written lines read back");
+                        let mut stripped = b.parts.headers.clone();
+                        crate::policy::headers::strip_response_hop_by_hop(&mut stripped, false);
+                        prop_assert_eq!(list(&back.parts.headers), list(&stripped));
+                        prop_assert_eq!(list(&stripped), list(&b.parts.headers));
+                        let fields = crate::body::GatewayFields::new(
+                            HeaderValue::from_static("id"),
+                            Some(HeaderValue::from_static("p")),
+                            Some(HeaderValue::from_static("r")),
+                        );
+                        prop_assert!(b.parts.headers.keys().all(|n| !fields.replaces(n)));
+                    }
+                }
+                (Ok(None), Ok(None)) => {}
+                (Err(x), Err(y)) => prop_assert_eq!(x, y),
+                (x, y) => prop_assert!(false, "raw {:?} vs map {:?}", x.map(|h| h.map(|h| h.framing)), y.map(|h| h.map(|h| h.framing))),
+            }
+        }
+    }
+
+    /// Response heads that reach the field checks: valid status lines, fields the raw form
+    /// passes, fields that keep it out, framing fields, and bytes that break a field.
+    fn field_soup() -> impl Strategy<Value = Vec<u8>> {
+        let status = prop_oneof![
+            Just(b"HTTP/1.1 200 OK\r\n".to_vec()),
+            Just(b"HTTP/1.0 200 OK\r\n".to_vec()),
+            Just(b"HTTP/1.1 404 Not Found\r\n".to_vec()),
+            Just(b"HTTP/1.1 204 No Content\r\n".to_vec()),
+        ];
+        let piece = prop_oneof![
+            Just(b"Server: nginx\r\n".to_vec()),
+            Just(b"date: Tue, 01 Dec 2026 00:00:00 GMT\r\n".to_vec()),
+            Just(b"Content-Type: text/plain\r\n".to_vec()),
+            Just(b"X-A:  \t v a l \t \r\n".to_vec()),
+            Just(b"Set-Cookie: a=b; \x80\xfe\r\n".to_vec()),
+            Just(b"Empty:\r\n".to_vec()),
+            Just(b"Content-Length: 5\r\n".to_vec()),
+            Just(b"content-length: 7\r\n".to_vec()),
+            Just(b"Transfer-Encoding: chunked\r\n".to_vec()),
+            Just(b"Connection: keep-alive\r\n".to_vec()),
+            Just(b"Connection: close, X-A\r\n".to_vec()),
+            Just(b"Keep-Alive: timeout=5\r\n".to_vec()),
+            Just(b"Upgrade: h2c\r\n".to_vec()),
+            Just(b"TE: trailers\r\n".to_vec()),
+            Just(b"Proxy-Authenticate: Basic\r\n".to_vec()),
+            Just(b"X-Request-Id: up\r\n".to_vec()),
+            Just(b"ratelimit-policy: 1;w=1\r\n".to_vec()),
+            Just(b"X-Bare: lf\n".to_vec()),
+            Just(b"X-Nul: a\x00b\r\n".to_vec()),
+            Just(b"X-Del: a\x7fb\r\n".to_vec()),
+            Just(b"Bad(name): z\r\n".to_vec()),
+            (
+                proptest::collection::vec(any::<u8>(), 1..4),
+                proptest::collection::vec(any::<u8>(), 0..4)
+            )
+                .prop_map(|(n, v)| [&n[..], b": ", &v, b"\r\n"].concat()),
+        ];
+        (
+            status,
+            proptest::collection::vec(piece, 0..10),
+            any::<bool>(),
+        )
+            .prop_map(|(s, rest, crlf)| {
+                let end: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+                [s, rest.concat(), end.to_vec()].concat()
+            })
+    }
+
+    fn resp(raw: &[u8], head: bool) -> Result<ResponseHead, ResponseError> {
+        let mut buf = BytesMut::from(raw);
+        ResponseReader::default()
+            .read(&mut buf, 64 * 1024, 100, head, false)
+            .map(|r| r.expect("complete"))
     }
 
     /// How the gateway parsed responses before the splitter: the end search, then strict

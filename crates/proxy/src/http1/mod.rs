@@ -13,13 +13,15 @@
 //! holds no buffer at all (`bench/RESULTS.md` has the before/after figures).
 //!
 //! What is here: head parsing (`head`, lines split by `split`), head encoding (`encode`),
-//! header names and recycled header maps (`names`), body decoding (`decode`), body writing
-//! (`write`), and the I/O helpers both sides share.
+//! header names and recycled header maps (`names`), upstream response fields passed on as
+//! they arrived (`raw`), body decoding (`decode`), body writing (`write`), and the I/O
+//! helpers both sides share.
 
 pub mod decode;
 pub mod encode;
 pub mod head;
 pub mod names;
+pub mod raw;
 pub mod split;
 pub mod write;
 

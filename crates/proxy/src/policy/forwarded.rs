@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 
+use bytes::{BufMut, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use gatehouse_telemetry::IpText;
@@ -27,10 +28,29 @@ static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// merged into it with [`Added::merge_into`].
 #[derive(Clone, Default)]
 pub struct Added {
-    values: [Option<HeaderValue>; 6],
+    values: [Option<HeaderValue>; 5],
+    /// `traceparent`, as its bytes: hex digits and dashes made here, a valid field value by
+    /// construction, so it is neither checked nor copied into an allocation per request.
+    traceparent: Option<Traceparent>,
 }
 
-/// The order of [`Added::values`].
+/// A W3C `traceparent` value: `00-<trace id>-<span id>-<flags>`, lowercase hex.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Traceparent([u8; 55]);
+
+impl Traceparent {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn to_value(self) -> HeaderValue {
+        HeaderValue::from_bytes(&self.0).unwrap_or(HeaderValue::from_static(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ))
+    }
+}
+
+/// The order of [`Added::values`], then `traceparent`.
 static ADDED_NAMES: [&HeaderName; 6] = [
     &X_FORWARDED_FOR,
     &X_FORWARDED_PROTO,
@@ -40,15 +60,49 @@ static ADDED_NAMES: [&HeaderName; 6] = [
     &TRACEPARENT,
 ];
 
+/// The same names with the separator, as the encoder writes them (one copy, not two).
+static ADDED_PREFIXES: [&[u8]; 5] = [
+    b"x-forwarded-for: ",
+    b"x-forwarded-proto: ",
+    b"x-forwarded-host: ",
+    b"x-real-ip: ",
+    b"x-request-id: ",
+];
+
 impl Added {
-    /// The fields, in order, as (name, value).
-    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        crate::http1::names::present(&ADDED_NAMES, &self.values)
+    /// The fields other than `traceparent`, in order, as (name, value).
+    fn values(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        crate::http1::names::present(&ADDED_NAMES[..5], &self.values)
+    }
+
+    /// The names of the fields set.
+    fn names(&self) -> impl Iterator<Item = &HeaderName> {
+        let tp = self.traceparent.is_some().then_some(&TRACEPARENT);
+        self.values().map(|(n, _)| n).chain(tp)
+    }
+
+    /// Writes the fields as HTTP/1 field lines.
+    pub fn put(&self, out: &mut BytesMut) {
+        for (prefix, value) in ADDED_PREFIXES.iter().zip(&self.values) {
+            if let Some(v) = value {
+                out.put_slice(prefix);
+                out.put_slice(v.as_bytes());
+                out.put_slice(b"\r\n");
+            }
+        }
+        if let Some(tp) = &self.traceparent {
+            out.put_slice(b"traceparent: ");
+            out.put_slice(&tp.0);
+            out.put_slice(b"\r\n");
+        }
     }
 
     /// Inserts the fields into `headers` (replacing any of the same name).
     pub fn merge_into(&self, headers: &mut HeaderMap) {
-        crate::http1::names::insert_all(self.iter(), headers);
+        crate::http1::names::insert_all(self.values(), headers);
+        if let Some(tp) = self.traceparent {
+            headers.insert(TRACEPARENT.clone(), tp.to_value());
+        }
     }
 }
 
@@ -102,18 +156,11 @@ pub fn add_forwarded(
         None
     };
     let own_id = ctx.own_request_id.then(|| ctx.request_id.as_bytes());
-    let tp = traceparent(incoming, own_id);
-    added.values = [
-        xff,
-        proto,
-        fwd_host,
-        real_ip,
-        Some(ctx.request_id.clone()),
-        Some(tp),
-    ];
+    added.traceparent = Some(traceparent(incoming, own_id));
+    added.values = [xff, proto, fwd_host, real_ip, Some(ctx.request_id.clone())];
     if client_sent {
         // What the gateway sets replaces the client's copies (as an insert would).
-        for (name, _) in added.iter() {
+        for name in added.names() {
             headers.remove(name);
         }
     }
@@ -151,7 +198,7 @@ fn header_value(ip: &IpText) -> Option<HeaderValue> {
 /// span id for the gateway hop; otherwise starts a new sampled trace whose id is
 /// `own_id` when given (a request id the gateway made: 32 random lowercase hex digits, so
 /// the trace is found by the id the client sees), else a random one.
-pub fn traceparent(incoming: Option<&HeaderValue>, own_id: Option<&[u8]>) -> HeaderValue {
+pub fn traceparent(incoming: Option<&HeaderValue>, own_id: Option<&[u8]>) -> Traceparent {
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
     let parsed = incoming.and_then(|v| parse_traceparent(v.as_bytes()));
     match (parsed, own_id) {
@@ -173,9 +220,7 @@ pub fn traceparent(incoming: Option<&HeaderValue>, own_id: Option<&[u8]>) -> Hea
         span = 1;
     }
     hex_into(span as u128, &mut out[36..52]);
-    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static(
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-    ))
+    Traceparent(out)
 }
 
 fn lower_hex(s: &[u8]) -> bool {
@@ -205,12 +250,49 @@ fn parse_traceparent(v: &[u8]) -> Option<(&[u8], &[u8])> {
 mod tests {
     use super::*;
 
+    /// The encoder's lines and the merged map carry the same fields.
+    #[test]
+    fn added_fields_written_and_merged_alike() {
+        let added = Added {
+            values: [
+                Some(HeaderValue::from_static("192.0.2.1")),
+                Some(HeaderValue::from_static("https")),
+                None,
+                Some(HeaderValue::from_static("192.0.2.1")),
+                Some(HeaderValue::from_static("id1")),
+            ],
+            traceparent: Some(traceparent(None, None)),
+        };
+        let mut out = BytesMut::new();
+        added.put(&mut out);
+        let tp = std::str::from_utf8(added.traceparent.as_ref().map_or(&[][..], |t| t.as_bytes()))
+            .expect("ascii")
+            .to_string();
+        let want = format!(
+            "x-forwarded-for: 192.0.2.1\r\nx-forwarded-proto: https\r\nx-real-ip: 192.0.2.1\r\n\
+             x-request-id: id1\r\ntraceparent: {tp}\r\n"
+        );
+        assert_eq!(std::str::from_utf8(&out).expect("ascii"), want);
+        let mut map = HeaderMap::new();
+        map.insert(&X_FORWARDED_FOR, HeaderValue::from_static("client's"));
+        added.merge_into(&mut map);
+        let mut lines = String::new();
+        for (n, v) in &map {
+            lines.push_str(&format!("{n}: {}\r\n", v.to_str().expect("ascii")));
+        }
+        assert_eq!(lines, want);
+        assert_eq!(added.names().count(), 5);
+        for (prefix, name) in ADDED_PREFIXES.iter().zip(ADDED_NAMES) {
+            assert_eq!(*prefix, format!("{name}: ").as_bytes());
+        }
+    }
+
     #[test]
     fn traceparent_continues_valid_trace() {
         let inc =
             HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         let out = traceparent(Some(&inc), Some(b"0123456789abcdef0123456789abcdef"));
-        let s = out.to_str().expect("ascii");
+        let s = std::str::from_utf8(out.as_bytes()).expect("ascii");
         assert!(s.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert_ne!(&s[36..52], "00f067aa0ba902b7");
         assert!(s.ends_with("-01"));
@@ -220,8 +302,9 @@ mod tests {
     fn traceparent_replaces_garbage() {
         let inc = HeaderValue::from_static("00-zz-yy-01");
         let out = traceparent(Some(&inc), None);
-        assert_eq!(out.len(), 55);
+        assert_eq!(out.as_bytes().len(), 55);
         assert!(parse_traceparent(out.as_bytes()).is_some());
+        assert_eq!(out.to_value().as_bytes(), out.as_bytes());
     }
 
     #[test]

@@ -922,12 +922,16 @@ async fn write_response<I: Io>(
     close |= encode::encode_response(
         &mut out,
         status,
-        &parts.headers,
-        body.fields(),
+        encode::ResponseFields {
+            raw: body.raw_fields(),
+            map: &parts.headers,
+            gateway: body.fields(),
+        },
         framing,
         declared_for_head,
         connection,
     );
+    body.raw_written();
     names::recycle(std::mem::take(&mut parts.headers));
     let mut sink = ClientSink { conn, idle };
     match write_body(&mut body, &mut out, framing, &mut sink).await {

@@ -272,7 +272,9 @@ async fn serve_h2<I>(
                     panic_response()
                 }
             };
-            let (mut parts, body) = resp.into_parts();
+            let (mut parts, mut body) = resp.into_parts();
+            // The HTTP/1 encoder is the only reader of fields passed on raw.
+            body.move_raw_into(&mut parts.headers);
             body.fields().merge_into(&mut parts.headers);
             Ok::<_, Infallible>(hyper::Response::from_parts(parts, body))
         }

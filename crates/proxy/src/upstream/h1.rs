@@ -31,6 +31,7 @@ use crate::body::{Body, BoxError};
 use crate::http1::decode::{Decoded, Decoder};
 use crate::http1::encode::{self, BodyFraming};
 use crate::http1::head::{self, Framing, ResponseError, ResponseFraming};
+use crate::http1::raw::RawFields;
 use crate::http1::write::{write_body, Sink, WriteBodyError};
 use crate::http1::{poll_read_buf, poll_write_all, Io, Prefixed, Upgraded};
 use crate::policy::forwarded::Added;
@@ -348,14 +349,7 @@ async fn exchange(
         None => Framing::Chunked,
     };
     let mut out = std::mem::take(&mut conn.wbuf);
-    encode::encode_request(
-        &mut out,
-        method,
-        path_and_query,
-        headers,
-        added.iter(),
-        framing,
-    );
+    encode::encode_request(&mut out, method, path_and_query, headers, added, framing);
     send_body(conn, &mut body, &mut out, framing).await?;
     drop(body);
     conn.wbuf = out;
@@ -441,8 +435,30 @@ impl ResponseBody {
         Some(Prefixed::new(rest, io))
     }
 
+    /// The response's fields when they are passed on raw (its header map is then empty):
+    /// read by the HTTP/1 response encoder, before the body (the connection goes back to
+    /// the pool at the body's end).
+    pub fn raw_fields(&self) -> Option<&RawFields> {
+        self.conn.as_ref().map(|c| c.reader.raw())
+    }
+
+    /// Moves fields passed on raw into `headers`, for whoever needs the map.
+    pub fn move_raw_into(&mut self, headers: &mut HeaderMap) {
+        if let Some(c) = &mut self.conn {
+            c.reader.raw_mut().move_into(headers);
+        }
+    }
+
+    /// The raw fields were written: the head they point into is let go.
+    pub fn raw_written(&mut self) {
+        if let Some(c) = &mut self.conn {
+            c.reader.raw_mut().clear();
+        }
+    }
+
     fn release(&mut self) {
-        if let Some(conn) = self.conn.take() {
+        if let Some(mut conn) = self.conn.take() {
+            conn.reader.raw_mut().clear();
             // Bytes after the end of the response belong to no request: never reuse.
             if self.reusable && conn.rbuf.is_empty() {
                 if let Some(pool) = self.pool.upgrade() {
