@@ -176,7 +176,7 @@ async fn gateway_response_fields_replace_upstream_and_route_copies_on_h1_and_h2(
 
 #[tokio::test]
 async fn x1_hop_by_hop_response_headers_stripped() {
-    let up = RawUpstream::start(RawScript::Respond(http_response(
+    let (_up, _gw, resp) = raw_upstream_get(http_response(
         200,
         &[
             ("Connection", "X-Secret, keep-alive"),
@@ -186,16 +186,8 @@ async fn x1_hop_by_hop_response_headers_stripped() {
             ("X-Visible", "yes"),
         ],
         b"ok",
-    )))
-    .await
-    .expect("raw upstream");
-    let gw = TestGateway::start(&simple_config(&up.url()))
-        .await
-        .expect("gateway");
-    let req = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr());
-    let resp = raw_roundtrip(gw.addr(), req.as_bytes())
-        .await
-        .expect("resp");
+    ))
+    .await;
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body_str(), "ok");
     assert_eq!(resp.header("x-visible"), Some("yes"));
@@ -207,6 +199,22 @@ async fn x1_hop_by_hop_response_headers_stripped() {
         .header_all("connection")
         .iter()
         .all(|v| !v.to_ascii_lowercase().contains("x-secret")));
+}
+
+/// A gateway in front of a raw upstream that answers every request with `response`, and the
+/// response to one raw HTTP/1.1 `GET /` through it.
+async fn raw_upstream_get(response: Vec<u8>) -> (RawUpstream, TestGateway, RawResponse) {
+    let up = RawUpstream::start(RawScript::Respond(response))
+        .await
+        .expect("raw upstream");
+    let gw = TestGateway::start(&simple_config(&up.url()))
+        .await
+        .expect("gateway");
+    let req = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr());
+    let resp = raw_roundtrip(gw.addr(), req.as_bytes())
+        .await
+        .expect("resp");
+    (up, gw, resp)
 }
 
 /// An HTTP/1 upstream's fields reach the client as the upstream sent them (names in their
@@ -224,16 +232,7 @@ async fn upstream_response_fields_pass_through_as_sent() {
         ("Set-Cookie", "b=2"),
         ("cache-control", "no-store"),
     ];
-    let up = RawUpstream::start(RawScript::Respond(http_response(200, &passed, b"ok")))
-        .await
-        .expect("raw upstream");
-    let gw = TestGateway::start(&simple_config(&up.url()))
-        .await
-        .expect("gateway");
-    let req = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr());
-    let resp = raw_roundtrip(gw.addr(), req.as_bytes())
-        .await
-        .expect("resp");
+    let (_up, gw, resp) = raw_upstream_get(http_response(200, &passed, b"ok")).await;
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body_str(), "ok");
     let upstream_fields: Vec<(&str, &str)> = resp
@@ -261,7 +260,7 @@ async fn upstream_response_fields_pass_through_as_sent() {
     assert_eq!(r.text().await.expect("body"), "ok");
 
     // An upstream `x-request-id` is replaced by the gateway's; `TE` is hop-by-hop.
-    let up = RawUpstream::start(RawScript::Respond(http_response(
+    let (_up, _gw, resp) = raw_upstream_get(http_response(
         200,
         &[
             ("X-Request-Id", "upstream's"),
@@ -269,16 +268,8 @@ async fn upstream_response_fields_pass_through_as_sent() {
             ("X-Kept", "1"),
         ],
         b"ok",
-    )))
-    .await
-    .expect("raw upstream");
-    let gw = TestGateway::start(&simple_config(&up.url()))
-        .await
-        .expect("gateway");
-    let req = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr());
-    let resp = raw_roundtrip(gw.addr(), req.as_bytes())
-        .await
-        .expect("resp");
+    ))
+    .await;
     let ids = resp.header_all("x-request-id");
     assert_eq!(ids.len(), 1, "{:?}", resp.head);
     assert!(is_generated_id(ids[0]), "{:?}", resp.head);
