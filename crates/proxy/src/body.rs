@@ -356,6 +356,14 @@ impl GatewayFields {
         crate::http1::names::present(&GATEWAY_NAMES, &self.values)
     }
 
+    /// Whether `name` (as it arrived, any case) is one of the gateway's response fields,
+    /// set or not: an upstream field of that name is replaced whenever the gateway sets it.
+    pub fn is_gateway_name(name: &[u8]) -> bool {
+        GATEWAY_NAMES
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
+    }
+
     /// Whether a field of the map is replaced by one of these.
     pub fn replaces(&self, name: &HeaderName) -> bool {
         self.iter().any(|(n, _)| n == name)

@@ -539,7 +539,6 @@ fn raw_fields(
             Some(n) => match framing.field(&n, value) {
                 Role::Drop => continue,
                 Role::Nominates => return Ok(false),
-                Role::Pass if n == header::UPGRADE => return Ok(false),
                 Role::Pass => {
                     if n == header::DATE {
                         raw.set_has_date();
@@ -550,13 +549,17 @@ fn raw_fields(
                 if !raw::valid_name(name) {
                     return Err(ResponseError::Malformed);
                 }
-                if name.eq_ignore_ascii_case(b"keep-alive") {
+                if name.eq_ignore_ascii_case(KEEP_ALIVE.as_str().as_bytes()) {
                     continue;
                 }
-                if NOT_RAW.iter().any(|n| name.eq_ignore_ascii_case(n)) {
-                    return Ok(false);
-                }
             }
+        }
+        // What the pipeline would remove (the other hop-by-hop fields) or replace (the
+        // gateway's own fields) needs the map; the lists are theirs.
+        if crate::policy::headers::is_hop_by_hop_bytes(name)
+            || crate::body::GatewayFields::is_gateway_name(name)
+        {
+            return Ok(false);
         }
         // A line ending in a bare LF is written with CRLF by the map's encoder.
         if head[line_end - 2] != b'\r' {
@@ -566,20 +569,6 @@ fn raw_fields(
     }
     Ok(true)
 }
-
-/// Names outside `names::common` that keep a response out of the raw form: the other
-/// hop-by-hop fields (`policy::headers` removes them from a map) and the gateway's own
-/// response fields (`body::GatewayFields`, which replace an upstream's).
-const NOT_RAW: [&[u8]; 8] = [
-    b"te",
-    b"proxy-connection",
-    b"proxy-authenticate",
-    b"proxy-authorization",
-    b"http2-settings",
-    b"x-request-id",
-    b"ratelimit-policy",
-    b"ratelimit",
-];
 
 /// What a field is to the framing: removed (the codec writes framing again), passed on, or a
 /// `Connection` that names other fields (kept for the pipeline to remove them, X1).

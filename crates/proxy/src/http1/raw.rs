@@ -10,8 +10,9 @@
 //!
 //! Which responses qualify is decided by `head::response_head`, field by field: a response
 //! with a body, every line ending in CRLF, no field that the pipeline would remove or
-//! replace (hop-by-hop fields other than the framing ones the parser removes itself,
-//! `Connection` nominating fields, the gateway's own `x-request-id` / `RateLimit*`).
+//! replace (hop-by-hop fields other than the framing ones the parser removes itself, by
+//! `policy::headers`' own list; `Connection` nominating fields; the gateway's own
+//! `x-request-id` / `RateLimit*`, by `body::GatewayFields`' list).
 //! Anything else gets a header map as before. Whoever needs the fields as a map (response
 //! header operations, CORS, a WebSocket handshake, the HTTP/2 server) calls
 //! [`RawFields::move_into`] first: the HTTP/1 response encoder is the only reader of the raw
@@ -252,5 +253,22 @@ mod tests {
         assert_eq!(map["a"], "1");
         assert_eq!(map["d"], "4");
         assert!(raw.is_empty() && !raw.has_date() && raw.head.is_empty());
+    }
+
+    /// A pooled connection does not keep the spans of a rare head with many fields.
+    #[test]
+    fn many_lines_are_let_go() {
+        let head = Bytes::from_static(b"HTTP/1.1 200 OK\r\nA: 1\r\n\r\n");
+        let mut raw = RawFields::default();
+        raw.start(&head);
+        for _ in 0..KEEP_LINES + 1 {
+            raw.keep(17..23, 17..18, 20..21);
+        }
+        raw.clear();
+        assert_eq!(raw.lines.capacity(), 0);
+        raw.start(&head);
+        raw.keep(17..23, 17..18, 20..21);
+        raw.clear();
+        assert!(raw.lines.capacity() > 0, "a usual head's room is kept");
     }
 }

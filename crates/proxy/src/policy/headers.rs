@@ -67,6 +67,17 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name) || HOP_BY_HOP_STR.contains(&name.as_str())
 }
 
+/// [`is_hop_by_hop`] for a name as it arrived (any case, not parsed): the test that keeps an
+/// upstream response out of the raw form (`http1::raw`), so both forms drop the same fields.
+pub fn is_hop_by_hop_bytes(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
+        || HOP_BY_HOP_STR
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+}
+
 /// Removes `Connection`-nominated headers and hop-by-hop headers. `keep_te_trailers` keeps
 /// `te: trailers` (gRPC needs it end to end); `keep_upgrade` keeps `Upgrade` and sets
 /// `Connection: upgrade` again for a WebSocket handshake.
