@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 
 use crate::context::BodyStats;
+use crate::http1::names::Lengths;
 use crate::http1::raw::RawFields;
 use crate::policy::forwarded::X_REQUEST_ID;
 
@@ -359,6 +360,11 @@ impl GatewayFields {
     /// Whether `name` (as it arrived, any case) is one of the gateway's response fields,
     /// set or not: an upstream field of that name is replaced whenever the gateway sets it.
     pub fn is_gateway_name(name: &[u8]) -> bool {
+        static LENGTHS: LazyLock<Lengths> =
+            LazyLock::new(|| Lengths::of(GATEWAY_NAMES.iter().map(|n| n.as_str())));
+        if !LENGTHS.may_hold(name.len()) {
+            return false;
+        }
         GATEWAY_NAMES
             .iter()
             .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
@@ -517,3 +523,31 @@ impl Drop for ResponseBody {
 }
 
 use std::future::Future as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_names_told_in_any_case_and_nothing_else() {
+        for n in GATEWAY_NAMES {
+            let s = n.as_str();
+            assert!(GatewayFields::is_gateway_name(s.as_bytes()), "{s}");
+            assert!(GatewayFields::is_gateway_name(
+                s.to_ascii_uppercase().as_bytes()
+            ));
+            // Same length, one byte off: not one of them.
+            let other = format!("{}z", &s[..s.len() - 1]);
+            assert!(!GatewayFields::is_gateway_name(other.as_bytes()), "{other}");
+        }
+        for n in [
+            "content-type",
+            "server",
+            "x-request",
+            "ratelimit-policy-x",
+            "",
+        ] {
+            assert!(!GatewayFields::is_gateway_name(n.as_bytes()), "{n}");
+        }
+    }
+}

@@ -262,7 +262,7 @@ async fn admit(
             let failures = active
                 .auth_failures
                 .as_deref()
-                .map(|l| (l, l.hash_key(ctx.client_ip)));
+                .map(|l| (l, l.hash_ip(ctx.client_ip)));
             if let Some((limiter, key)) = failures {
                 let d = limiter.peek_hashed(key);
                 if !d.allowed {
@@ -402,11 +402,14 @@ async fn admit(
         None
     };
 
-    header_policy::strip_hop_by_hop(&mut parts.headers, true, websocket);
-    header_policy::strip_spoofable(&mut parts.headers, ctx.peer_trusted);
-    // Client copies of every identity header any provider sets are gone before the
-    // gateway sets its own (X2), on public routes too.
-    header_policy::remove_present(&mut parts.headers, &snap.auth.identity_headers);
+    // Hop-by-hop and spoofable fields go, and the client's copies of every identity header
+    // any provider sets are gone before the gateway sets its own (X2), on public routes too.
+    header_policy::strip_request(
+        &mut parts.headers,
+        ctx.peer_trusted,
+        websocket,
+        &snap.auth.identity_headers,
+    );
     if let Some(id) = &identity {
         for src in &id.hide {
             if let KeySource::Header(name) = src {

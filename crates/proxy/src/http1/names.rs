@@ -45,6 +45,29 @@ pub fn common(raw: &[u8]) -> Option<HeaderName> {
     })
 }
 
+/// The lengths of a list of names, one bit each (64 bytes and longer share the top bit): a
+/// name whose length has no bit is none of them, told by a shift and a mask instead of a
+/// compare per listed name (the raw response pass asks this for every field it keeps).
+#[derive(Debug, Clone, Copy)]
+pub struct Lengths(u64);
+
+impl Lengths {
+    pub fn of<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        Lengths(names.into_iter().fold(0, |m, n| m | Self::bit(n.len())))
+    }
+
+    /// Whether a name of `len` bytes may be one of the list.
+    #[inline]
+    pub fn may_hold(self, len: usize) -> bool {
+        self.0 & Self::bit(len) != 0
+    }
+
+    #[inline]
+    fn bit(len: usize) -> u64 {
+        1 << len.min(63)
+    }
+}
+
 /// `raw == name` ignoring ASCII case, for any bytes `raw` and a `name` of lowercase letters
 /// and `-`. Compares 8 (or 4) bytes at a time with the case bit set on `raw`'s bytes only
 /// where `name` has a letter (a letter's 0x40 bit shifted down to 0x20): so only `A`-`Z`
@@ -154,6 +177,17 @@ pub fn recycle(mut map: HeaderMap) {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn lengths_hold_exactly_the_listed_lengths() {
+        let long = "x".repeat(70);
+        let l = Lengths::of(["te", "connection", long.as_str()]);
+        for len in 0..200 {
+            let expect = len == 2 || len == 10 || len >= 63;
+            assert_eq!(l.may_hold(len), expect, "{len}");
+        }
+        assert!(!Lengths::of([]).may_hold(0));
+    }
 
     #[test]
     fn common_names_agree_with_the_general_parser() {

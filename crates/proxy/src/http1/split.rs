@@ -189,24 +189,28 @@ fn split_fields(
     fields: &mut Vec<Field>,
 ) -> Result<Option<usize>, SplitError> {
     loop {
-        let Some(off) = find(&buf[pos..], b'\n') else {
+        // The name is what precedes the first colon, so the line is searched once for the
+        // first colon or LF, and from a colon on for the LF only (the name's bytes were
+        // searched twice before, once per byte sought). The name is not checked here: the
+        // one check is `names::parse` (exactly `HeaderName`'s, RFC 9110 tchar, so
+        // whitespace before the colon, obs-fold and CR are refused there), as values are
+        // left to `HeaderValue`.
+        let Some(colon) = find_either(&buf[pos..], b':', b'\n') else {
             return Ok(None);
         };
-        let next = pos + off + 1;
-        let line = without_cr(&buf[pos..pos + off]);
-        if line.is_empty() {
-            return Ok(Some(next));
+        if buf[pos + colon] == b'\n' {
+            // No colon before the line's end: the empty line ends the head, any other line
+            // is refused.
+            return match without_cr(&buf[pos..pos + colon]) {
+                [] => Ok(Some(pos + colon + 1)),
+                _ => Err(SplitError::Malformed),
+            };
         }
-        // The name is what precedes the first colon; a line without one is refused here.
-        // The name is not checked here: the one check is `names::parse` (exactly
-        // `HeaderName`'s, RFC 9110 tchar, so whitespace before the colon, obs-fold and CR
-        // are refused there), as values are left to `HeaderValue`. The colon is searched for
-        // in the rest of the head rather than the line: whole 8-byte words to the end of a
-        // short name, where the line alone may end within one.
-        let colon = match find(&buf[pos..], b':') {
-            Some(c) if c < line.len() => c,
-            _ => return Err(SplitError::Malformed),
+        let Some(off) = find(&buf[pos + colon + 1..], b'\n') else {
+            return Ok(None);
         };
+        let next = pos + colon + 1 + off + 1;
+        let line = without_cr(&buf[pos..next - 1]);
         let value = trim_ows(line, colon + 1);
         if fields.len() == max_fields {
             return Err(SplitError::TooManyFields);
@@ -254,6 +258,34 @@ pub fn find(hay: &[u8], byte: u8) -> Option<usize> {
         i += 8;
     }
     memchr(byte, &hay[32..]).map(|p| p + 32)
+}
+
+/// The first `a` or `b` in `hay`, as [`find`] does for one byte (the first 32 bytes eight at
+/// a time, the rest with `memchr2`).
+#[inline]
+fn find_either(hay: &[u8], a: u8, b: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let (pa, pb) = (LO * u64::from(a), LO * u64::from(b));
+    let zero = |w: u64| w.wrapping_sub(LO) & !w & HI;
+    let mut i = 0;
+    while i < 32 {
+        let Some(word) = hay.get(i..i + 8) else {
+            return hay[i..]
+                .iter()
+                .position(|&c| c == a || c == b)
+                .map(|p| i + p);
+        };
+        let w = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+        // Each mask's lowest flag is exact (a false flag only ever sits above a true one),
+        // so the lowest flag of both is the first match.
+        let m = zero(w ^ pa) | zero(w ^ pb);
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    memchr::memchr2(a, b, &hay[32..]).map(|p| p + 32)
 }
 
 #[cfg(test)]
@@ -322,6 +354,73 @@ mod tests {
         }
         assert_eq!(find(b"no colon here, none", b':'), None);
         assert_eq!(find(b"a\nb", b'\n'), Some(1));
+    }
+
+    #[test]
+    fn finds_either_byte_at_any_offset() {
+        for len in 0..80 {
+            for at in 0..=len {
+                for (first, later) in [(b':', b'\n'), (b'\n', b':')] {
+                    let mut hay: Vec<u8> =
+                        (0..len).map(|i| [b';', b'9', 0x80, 0x0b][i % 4]).collect();
+                    if at < len {
+                        hay[at] = first;
+                        hay.extend_from_slice(&[later, first]);
+                    }
+                    let want = hay.iter().position(|&b| b == b':' || b == b'\n');
+                    assert_eq!(find_either(&hay, b':', b'\n'), want, "len {len} at {at}");
+                }
+            }
+        }
+    }
+
+    /// Where the head ends and its fields.
+    type Split2 = (usize, Vec<Field>);
+
+    /// The field split as first written: the line's LF, then the first colon within it.
+    fn split_fields_plainly(buf: &[u8], mut pos: usize) -> Result<Option<Split2>, SplitError> {
+        let mut fields = Vec::new();
+        loop {
+            let Some(off) = buf[pos..].iter().position(|&b| b == b'\n') else {
+                return Ok(None);
+            };
+            let line = without_cr(&buf[pos..pos + off]);
+            if line.is_empty() {
+                return Ok(Some((pos + off + 1, fields)));
+            }
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                return Err(SplitError::Malformed);
+            };
+            let value = trim_ows(line, colon + 1);
+            fields.push(Field {
+                name: pos..pos + colon,
+                value: pos + value.start..pos + value.end,
+            });
+            pos += off + 1;
+        }
+    }
+
+    #[test]
+    fn fields_split_as_first_written() {
+        // Every field block of up to seven bytes from the bytes that matter to the split.
+        const BYTES: [u8; 5] = [b'a', b':', b'\r', b'\n', b' '];
+        let mut block = Vec::new();
+        for len in 0..=7u32 {
+            for mut n in 0..BYTES.len().pow(len) {
+                block.clear();
+                block.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+                for _ in 0..len {
+                    block.push(BYTES[n % BYTES.len()]);
+                    n /= BYTES.len();
+                }
+                let start = 17;
+                let mut fields = Vec::new();
+                let ours = split_fields(&block, start, 100, &mut fields)
+                    .map(|end| end.map(|e| (e, fields.clone())));
+                let plain = split_fields_plainly(&block, start);
+                assert_eq!(ours, plain, "{:?}", String::from_utf8_lossy(&block));
+            }
+        }
     }
 
     #[test]

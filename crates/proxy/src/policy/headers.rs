@@ -1,7 +1,11 @@
 //! Header hygiene at the edge: hop-by-hop and `Connection`-nominated headers go first
 //! (X1), before the gateway adds anything of its own; then the route's header ops.
 
+use std::sync::LazyLock;
+
 use http::header::{self, HeaderMap, HeaderName};
+
+use crate::http1::names::Lengths;
 
 /// RFC 9110 §7.6.1 hop-by-hop fields plus the legacy ones proxies also drop.
 const HOP_BY_HOP: &[HeaderName] = &[
@@ -70,6 +74,17 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// [`is_hop_by_hop`] for a name as it arrived (any case, not parsed): the test that keeps an
 /// upstream response out of the raw form (`http1::raw`), so both forms drop the same fields.
 pub fn is_hop_by_hop_bytes(name: &[u8]) -> bool {
+    static LENGTHS: LazyLock<Lengths> = LazyLock::new(|| {
+        Lengths::of(
+            HOP_BY_HOP
+                .iter()
+                .map(HeaderName::as_str)
+                .chain(HOP_BY_HOP_STR.iter().copied()),
+        )
+    });
+    if !LENGTHS.may_hold(name.len()) {
+        return false;
+    }
     HOP_BY_HOP
         .iter()
         .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
@@ -134,6 +149,37 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool, keep_up
     }
 }
 
+/// What a proxied request loses before the gateway adds its own fields, in this order:
+/// hop-by-hop and `Connection`-nominated fields (X1, keeping `te: trailers` and, for a
+/// WebSocket handshake, `Upgrade`), spoofable identity/override fields and names with `_`
+/// ([`strip_spoofable`]), and the client's copies of the identity headers any auth provider
+/// sets (`identity`). One look at the names present (usually a handful, none of these)
+/// tells which of the three has anything to do; each walked the map on its own before.
+pub fn strip_request(
+    headers: &mut HeaderMap,
+    peer_trusted: bool,
+    keep_upgrade: bool,
+    identity: &[HeaderName],
+) {
+    let (mut hop, mut spoofed, mut copied) = (false, false, false);
+    for k in headers.keys() {
+        hop |= is_hop_by_hop(k);
+        spoofed |= is_spoofed(k, peer_trusted);
+        copied |= identity.contains(k);
+    }
+    // A removal may make a later flag stale (a nominated field was also spoofable); the
+    // later step then finds nothing to remove.
+    if hop {
+        strip_hop_by_hop(headers, true, keep_upgrade);
+    }
+    if spoofed {
+        strip_spoofable(headers, peer_trusted);
+    }
+    if copied {
+        remove_all(headers, identity);
+    }
+}
+
 /// Drops identity/override headers and any header whose name has an underscore (nginx's
 /// default; `X_Auth_User` must not reach an upstream that folds `_` into `-`).
 pub fn strip_spoofable(headers: &mut HeaderMap, peer_trusted: bool) {
@@ -141,12 +187,7 @@ pub fn strip_spoofable(headers: &mut HeaderMap, peer_trusted: bool) {
     // listed name (22 of them), which was the largest single cost of a proxied request.
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| {
-            let n = k.as_str();
-            is_spoofable(n)
-                || (!peer_trusted && *k == header::FORWARDED)
-                || n.as_bytes().contains(&b'_')
-        })
+        .filter(|k| is_spoofed(k, peer_trusted))
         .cloned()
         .collect();
     for name in doomed {
@@ -154,12 +195,38 @@ pub fn strip_spoofable(headers: &mut HeaderMap, peer_trusted: bool) {
     }
 }
 
-/// Removes every field named in `names`. The names present are looked at first (usually a
-/// handful, and none of these): a removal per listed name hashes each one.
-pub fn remove_present(headers: &mut HeaderMap, names: &[HeaderName]) {
-    if names.is_empty() || !headers.keys().any(|k| names.contains(k)) {
-        return;
+/// Whether [`strip_spoofable`] removes a field of this name.
+fn is_spoofed(name: &HeaderName, peer_trusted: bool) -> bool {
+    let n = name.as_str();
+    is_spoofable(n) || (!peer_trusted && *name == header::FORWARDED) || has_underscore(n.as_bytes())
+}
+
+/// Whether `n` has an `_`, a word at a time (words overlap at the end): a byte loop was
+/// ~4 instructions a byte, for every field of every request.
+fn has_underscore(n: &[u8]) -> bool {
+    const REP: u64 = 0x0101_0101_0101_0101;
+    // The classic "has a zero byte" test on the word with `_` bytes turned into zeros:
+    // exact as to whether there is one (it may mark bytes after it, which is not asked).
+    let has = |w: u64| {
+        let x = w ^ (REP * u64::from(b'_'));
+        x.wrapping_sub(REP) & !x & (REP << 7) != 0
+    };
+    let len = n.len();
+    let word = |i: usize| u64::from_le_bytes(n[i..i + 8].try_into().unwrap_or([0; 8]));
+    let half = |i: usize| {
+        u64::from(u32::from_le_bytes(n[i..i + 4].try_into().unwrap_or([0; 4])))
+            | 0xffff_ffff_0000_0000
+    };
+    match len {
+        0..4 => n.contains(&b'_'),
+        4..8 => has(half(0)) || has(half(len - 4)),
+        _ => (0..len - 8).step_by(8).any(|i| has(word(i))) || has(word(len - 8)),
     }
+}
+
+/// Removes every field named in `names` (a removal per listed name hashes each one, so
+/// [`strip_request`] asks first whether any is present).
+fn remove_all(headers: &mut HeaderMap, names: &[HeaderName]) {
     for name in names {
         headers.remove(name);
     }
@@ -181,6 +248,93 @@ pub fn strip_response_hop_by_hop(headers: &mut HeaderMap, switching: bool) {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn hop_by_hop_bytes_agree_with_the_lists() {
+        // Every listed name in any case, names of the same lengths that are not listed, and
+        // names of other lengths: the length prefilter must not change an answer.
+        let listed = HOP_BY_HOP
+            .iter()
+            .map(HeaderName::as_str)
+            .chain(HOP_BY_HOP_STR.iter().copied());
+        for n in listed {
+            assert!(is_hop_by_hop_bytes(n.as_bytes()), "{n}");
+            assert!(
+                is_hop_by_hop_bytes(n.to_ascii_uppercase().as_bytes()),
+                "{n}"
+            );
+            let other = format!("x{}", &n[1..]);
+            let name = HeaderName::from_bytes(other.as_bytes()).expect("a valid name");
+            assert_eq!(is_hop_by_hop_bytes(other.as_bytes()), is_hop_by_hop(&name));
+        }
+        for n in [
+            "server",
+            "date",
+            "content-type",
+            "x-upstream",
+            "set-cookie",
+            "etag",
+        ] {
+            let name = HeaderName::from_bytes(n.as_bytes()).expect("a valid name");
+            assert!(
+                !is_hop_by_hop(&name) && !is_hop_by_hop_bytes(n.as_bytes()),
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn strip_request_removes_what_each_step_would() {
+        // Every subset of a pool of fields, for both trust and upgrade settings: one look at
+        // the names must end where the three removals in turn end.
+        let pool: [(&str, &str); 10] = [
+            ("host", "h"),
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+            ("x-auth-user", "admin"),
+            ("x_custom", "1"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-user-email", "a@b"),
+            ("keep-alive", "timeout=5"),
+            ("connection", "x-user-email"),
+        ];
+        let identity = [HeaderName::from_static("x-user-email")];
+        for set in 0u32..1 << pool.len() {
+            let mut h = HeaderMap::new();
+            for (i, (n, v)) in pool.iter().enumerate() {
+                if set & 1 << i != 0 {
+                    h.append(*n, HeaderValue::from_static(v));
+                }
+            }
+            for (trusted, upgrade) in [(false, false), (true, false), (false, true)] {
+                let mut one = h.clone();
+                strip_request(&mut one, trusted, upgrade, &identity);
+                let mut steps = h.clone();
+                strip_hop_by_hop(&mut steps, true, upgrade);
+                strip_spoofable(&mut steps, trusted);
+                remove_all(&mut steps, &identity);
+                assert_eq!(one, steps, "{set:b} trusted {trusted} upgrade {upgrade}");
+            }
+        }
+    }
+
+    #[test]
+    fn underscore_found_at_every_position() {
+        for len in 0..40 {
+            let clean = vec![b'a'; len];
+            assert!(!has_underscore(&clean), "{len}");
+            // Neighbours of `_` (0x5f) and bytes whose difference could borrow.
+            for other in [b'^', b'`', b'\x7f', b'\xdf', 0, b'-'] {
+                assert!(!has_underscore(&vec![other; len]), "{len} {other}");
+            }
+            for at in 0..len {
+                let mut n = clean.clone();
+                n[at] = b'_';
+                assert!(has_underscore(&n), "{len} at {at}");
+            }
+        }
+    }
 
     #[test]
     fn every_spoofable_name_passes_the_prefilter() {

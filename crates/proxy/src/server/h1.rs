@@ -21,6 +21,7 @@ use std::future::Future;
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -305,6 +306,10 @@ pub(super) async fn serve_conn<I: Io>(
     let mut served: u32 = 0;
     // Set once the listener is stopping: in-flight requests finish by then.
     let mut drain_deadline: Option<Instant> = None;
+    // The connection's requests are served by one boxed loop ([`run_requests`]), kept
+    // between requests by a busy connection (see below).
+    let turns = Turns::default();
+    let mut runner = None;
 
     loop {
         // Wait for the first bytes of the next request.
@@ -327,6 +332,7 @@ pub(super) async fn serve_conn<I: Io>(
                         if now >= last_active + park_delay(was_parked, served, idle) {
                             // A parked connection holds no buffer.
                             release_buffers(&conn);
+                            drop(runner);
                             let parked = Parked {
                                 conn,
                                 info: info.clone(),
@@ -366,15 +372,13 @@ pub(super) async fn serve_conn<I: Io>(
             }
         }
 
-        // Read the head and answer it in one boxed future.
-        let mut request = Box::pin(request(
-            &conn,
-            shared,
-            info,
-            limits,
-            drain_deadline.is_some(),
-            stopper,
-        ));
+        // Read the head and answer it in the boxed request loop. A busy connection keeps
+        // the loop between requests: building the ~2.6 KiB request future for every
+        // request was an allocation and a copy of all of it (~300 instructions) each time.
+        turns.give(drain_deadline.is_some());
+        let run = runner.get_or_insert_with(|| {
+            Box::pin(run_requests(&conn, shared, info, limits, stopper, &turns))
+        });
         // Grace period end once the listener is stopping (boxed: rarely needed).
         let mut grace: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let outcome = loop {
@@ -383,7 +387,7 @@ pub(super) async fn serve_conn<I: Io>(
                 // The request first: its last wake-up (the response written) then ends the
                 // wait without polling the signals; while it is pending they are polled
                 // after it, so a stop is seen as soon as before.
-                o = &mut request => break o,
+                o = std::future::poll_fn(|cx| turns.poll(run.as_mut(), cx)) => break o,
                 signal = std::future::poll_fn(|cx| signals.poll(cx)) => match signal {
                     Signal::Hard => return Served::Closed,
                     Signal::Stop(g) => {
@@ -405,6 +409,9 @@ pub(super) async fn serve_conn<I: Io>(
         };
         last_active = Instant::now();
         served = served.saturating_add(1);
+        if served < BUSY_AFTER {
+            runner = None;
+        }
         match outcome {
             Exchange::KeepAlive if drain_deadline.is_none() => {
                 // After its first request a connection gives its buffers back while it waits
@@ -539,12 +546,96 @@ impl<'a> Signals<'a> {
     }
 }
 
+/// Hands the connection's requests to [`run_requests`] one at a time and takes back what
+/// each came to. Both sides run in the connection task, one after the other; atomics only
+/// because the task must be `Send` (relaxed: nothing else is ordered by them).
+#[derive(Default)]
+struct Turns {
+    /// [`Turns::GO`] (or [`Turns::GO_DRAINING`]) lets the next request start.
+    go: AtomicU8,
+    /// What the request came to, as [`Next::code`]; 0 while it runs.
+    done: AtomicU8,
+}
+
+impl Turns {
+    const GO: u8 = 1;
+    const GO_DRAINING: u8 = 2;
+
+    /// Lets the next request start.
+    fn give(&self, draining: bool) {
+        let go = if draining {
+            Self::GO_DRAINING
+        } else {
+            Self::GO
+        };
+        self.go.store(go, Ordering::Relaxed);
+    }
+
+    /// Polls the request loop; ready with what the current request came to.
+    fn poll(&self, run: Pin<&mut impl Future<Output = ()>>, cx: &mut Context<'_>) -> Poll<Next> {
+        let _ = run.poll(cx);
+        match Next::from_code(self.done.swap(0, Ordering::Relaxed)) {
+            Some(next) => Poll::Ready(next),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// The connection's requests, one per turn: a loop that waits for its turn (`go`), serves one
+/// request and leaves what it came to in `done`. Waiting for a turn registers no waker: only
+/// the connection loop gives a turn, and it polls this future right after.
+async fn run_requests<I: Io>(
+    conn: &Shared_<I>,
+    shared: &Arc<Shared>,
+    info: &Arc<ConnInfo>,
+    limits: &ConnLimits,
+    stopper: &Stopper,
+    turns: &Turns,
+) {
+    loop {
+        let draining = std::future::poll_fn(|_| match turns.go.swap(0, Ordering::Relaxed) {
+            0 => Poll::Pending,
+            go => Poll::Ready(go == Turns::GO_DRAINING),
+        })
+        .await;
+        let next = request(conn, shared, info, limits, draining, stopper).await;
+        turns.done.store(next.code(), Ordering::Relaxed);
+    }
+}
+
 /// What one request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
     Exchange(Exchange),
     /// Only empty lines: wait for the next request.
     Empty,
     Closed,
+}
+
+impl Next {
+    /// As a byte for [`Turns`] (never 0, which is "not yet").
+    fn code(self) -> u8 {
+        match self {
+            Next::Exchange(Exchange::KeepAlive) => 1,
+            Next::Exchange(Exchange::Close) => 2,
+            Next::Exchange(Exchange::Linger) => 3,
+            Next::Exchange(Exchange::Upgraded) => 4,
+            Next::Empty => 5,
+            Next::Closed => 6,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Next> {
+        Some(match code {
+            1 => Next::Exchange(Exchange::KeepAlive),
+            2 => Next::Exchange(Exchange::Close),
+            3 => Next::Exchange(Exchange::Linger),
+            4 => Next::Exchange(Exchange::Upgraded),
+            5 => Next::Empty,
+            6 => Next::Closed,
+            _ => return None,
+        })
+    }
 }
 
 async fn request<I: Io>(
@@ -712,6 +803,7 @@ fn refused(error: GatewayError) -> ReadHead {
     ReadHead::Refused(HeadError { error, parts: None })
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Exchange {
     KeepAlive,
     Close,
@@ -1022,6 +1114,23 @@ async fn linger<I: Io>(conn: &Mutex<ConnIo<I>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_request_came_to_survives_its_code() {
+        let all = [
+            Next::Exchange(Exchange::KeepAlive),
+            Next::Exchange(Exchange::Close),
+            Next::Exchange(Exchange::Linger),
+            Next::Exchange(Exchange::Upgraded),
+            Next::Empty,
+            Next::Closed,
+        ];
+        for n in all {
+            assert_ne!(n.code(), 0, "0 is \"not yet\"");
+            assert_eq!(Next::from_code(n.code()), Some(n));
+        }
+        assert_eq!(Next::from_code(0), None);
+    }
 
     #[test]
     fn parking_is_sooner_for_a_connection_used_once_and_never_past_its_idle_timeout() {
