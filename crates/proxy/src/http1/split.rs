@@ -225,6 +225,15 @@ fn split_fields(
 
 /// `line[from..]` without leading and trailing SP / HTAB, as a range of `line`.
 fn trim_ows(line: &[u8], from: usize) -> Range<usize> {
+    let ows = |b: u8| matches!(b, b' ' | b'\t');
+    // The usual field: one space after the colon, none at the end.
+    if let (Some(b' '), Some(&first), Some(&last)) =
+        (line.get(from), line.get(from + 1), line.last())
+    {
+        if !ows(first) && !ows(last) {
+            return from + 1..line.len();
+        }
+    }
     let (mut start, mut end) = (from, line.len());
     while start < end && matches!(line[start], b' ' | b'\t') {
         start += 1;
@@ -391,10 +400,13 @@ mod tests {
             let Some(colon) = line.iter().position(|&b| b == b':') else {
                 return Err(SplitError::Malformed);
             };
-            let value = trim_ows(line, colon + 1);
+            let ows = |b: &u8| matches!(b, b' ' | b'\t');
+            let rest = &line[colon + 1..];
+            let start = colon + 1 + rest.iter().take_while(|b| ows(b)).count();
+            let end = start.max(line.len() - rest.iter().rev().take_while(|b| ows(b)).count());
             fields.push(Field {
                 name: pos..pos + colon,
-                value: pos + value.start..pos + value.end,
+                value: pos + start..pos + end,
             });
             pos += off + 1;
         }
@@ -403,7 +415,7 @@ mod tests {
     #[test]
     fn fields_split_as_first_written() {
         // Every field block of up to seven bytes from the bytes that matter to the split.
-        const BYTES: [u8; 5] = [b'a', b':', b'\r', b'\n', b' '];
+        const BYTES: [u8; 6] = [b'a', b':', b'\r', b'\n', b' ', b'\t'];
         let mut block = Vec::new();
         for len in 0..=7u32 {
             for mut n in 0..BYTES.len().pow(len) {

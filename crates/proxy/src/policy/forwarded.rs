@@ -4,6 +4,7 @@
 //! from `trusted_proxies` (X3).
 
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 use bytes::{BufMut, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -11,6 +12,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use gatehouse_telemetry::IpText;
 
 use crate::context::{hex_into, Ctx};
+use crate::http1::names::Lengths;
 
 // Names as statics: inserting or looking up by `&str` parses and hashes the name on every
 // request; a static `HeaderName` is cloned for free (no allocation).
@@ -120,7 +122,11 @@ pub fn add_forwarded(
 ) {
     // One pass over the names present: usually none of these is, and then nothing is
     // looked up or removed.
-    let client_sent = headers.keys().any(|k| ADDED_NAMES.contains(&k));
+    static LENGTHS: LazyLock<Lengths> =
+        LazyLock::new(|| Lengths::of(ADDED_NAMES.iter().map(|n| n.as_str())));
+    let client_sent = headers
+        .keys()
+        .any(|k| LENGTHS.may_hold(k.as_str().len()) && ADDED_NAMES.contains(&k));
     // One value for the peer, shared (a reference count, not a copy) by x-forwarded-for
     // and x-real-ip when they are the same address.
     let peer_v = peer_value(peer);

@@ -68,21 +68,24 @@ pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// request actually has is far cheaper than removing each listed name by lookup (every
 /// `HeaderMap::remove(&str)` parses and hashes the name; this ran twice per proxied request).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || HOP_BY_HOP_STR.contains(&name.as_str())
+    let n = name.as_str();
+    HOP_LENGTHS.may_hold(n.len()) && (HOP_BY_HOP.contains(name) || HOP_BY_HOP_STR.contains(&n))
 }
+
+/// The lengths of the hop-by-hop names: most names a message has are none of them by length.
+static HOP_LENGTHS: LazyLock<Lengths> = LazyLock::new(|| {
+    Lengths::of(
+        HOP_BY_HOP
+            .iter()
+            .map(HeaderName::as_str)
+            .chain(HOP_BY_HOP_STR.iter().copied()),
+    )
+});
 
 /// [`is_hop_by_hop`] for a name as it arrived (any case, not parsed): the test that keeps an
 /// upstream response out of the raw form (`http1::raw`), so both forms drop the same fields.
 pub fn is_hop_by_hop_bytes(name: &[u8]) -> bool {
-    static LENGTHS: LazyLock<Lengths> = LazyLock::new(|| {
-        Lengths::of(
-            HOP_BY_HOP
-                .iter()
-                .map(HeaderName::as_str)
-                .chain(HOP_BY_HOP_STR.iter().copied()),
-        )
-    });
-    if !LENGTHS.may_hold(name.len()) {
+    if !HOP_LENGTHS.may_hold(name.len()) {
         return false;
     }
     HOP_BY_HOP

@@ -34,16 +34,13 @@ pub enum KeyRef<'a> {
     Consumer(&'a str),
 }
 
-/// A tag byte per kind keeps the key spaces apart. An address is one 17-byte write (the
-/// derived hash made three SipHash writes of it, ~250 instructions per limited request).
+/// A first byte per kind keeps the key spaces apart (an address's is its family, 4 or 6).
+/// An address is one 17-byte write (the derived hash made three SipHash writes of it, ~250
+/// instructions per limited request).
 impl Hash for KeyRef<'_> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         match self {
-            KeyRef::Ip(ip) => {
-                let mut b = [0u8; 17];
-                b[1..].copy_from_slice(&crate::ratelimit::local::ip_bits(*ip).to_le_bytes());
-                state.write(&b);
-            }
+            KeyRef::Ip(ip) => state.write(&crate::ratelimit::local::ip_key(*ip)),
             KeyRef::Route => state.write_u8(1),
             KeyRef::Header(h) => {
                 state.write_u8(2);
@@ -287,12 +284,14 @@ mod tests {
         let mapped: IpAddr = "::ffff:203.0.113.7".parse().expect("ip");
         let other: IpAddr = "203.0.113.8".parse().expect("ip");
         let ip = h.hash_one(KeyRef::Ip(v4));
-        // The same client over IPv4 or IPv4-mapped IPv6; another address is another key.
-        assert_eq!(ip, h.hash_one(KeyRef::Ip(mapped)));
+        // IPv4 and its IPv4-mapped IPv6 form are two keys (as in the Redis key); another
+        // address is another key.
+        assert_ne!(ip, h.hash_one(KeyRef::Ip(mapped)));
         assert_ne!(ip, h.hash_one(KeyRef::Ip(other)));
         let text = "203.0.113.7";
         let all = [
             ip,
+            h.hash_one(KeyRef::Ip(mapped)),
             h.hash_one(KeyRef::Route),
             h.hash_one(KeyRef::Header(text.as_bytes())),
             h.hash_one(KeyRef::Consumer(text)),

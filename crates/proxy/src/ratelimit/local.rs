@@ -109,12 +109,26 @@ impl Hasher for PassThrough {
 
 type Table = HashMap<u64, u64, BuildHasherDefault<PassThrough>>;
 
-/// A client address as 128 bits, IPv4 as its IPv4-mapped IPv6 form (the same client either
-/// way): hashed in one write instead of the derived hash's discriminant, length and bytes.
-pub fn ip_bits(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(a) => a.to_ipv6_mapped().to_bits(),
-        IpAddr::V6(a) => a.to_bits(),
+/// A client address as the bytes its limit key hashes: the family (4 or 6), then the address
+/// as 16 bytes (IPv4 in the low four), one write instead of the derived hash's discriminant,
+/// length and bytes. An IPv4 client and its IPv4-mapped IPv6 form stay two keys, as in a
+/// shared limit's Redis key.
+pub fn ip_key(ip: IpAddr) -> [u8; 17] {
+    let (family, bits) = match ip {
+        IpAddr::V4(a) => (4, u128::from(a.to_bits())),
+        IpAddr::V6(a) => (6, a.to_bits()),
+    };
+    let mut b = [family; 17];
+    b[1..].copy_from_slice(&bits.to_le_bytes());
+    b
+}
+
+/// Hashes as one write of [`ip_key`].
+struct IpKey(IpAddr);
+
+impl Hash for IpKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(&ip_key(self.0));
     }
 }
 
@@ -151,9 +165,9 @@ impl LocalLimiter {
         self.hasher.hash_one(key)
     }
 
-    /// The key of a client address: one write of its 16 bytes ([`ip_bits`]).
+    /// The key of a client address: one write of its bytes ([`ip_key`]).
     pub fn hash_ip(&self, ip: IpAddr) -> u64 {
-        self.hasher.hash_one(ip_bits(ip))
+        self.hasher.hash_one(IpKey(ip))
     }
 
     pub fn check(&self, key: impl Hash) -> Decision {
@@ -163,10 +177,17 @@ impl LocalLimiter {
     pub fn check_hashed(&self, hash: u64) -> Decision {
         let now = self.now();
         let mut shard = self.shard(hash);
-        let tat = shard.get(&hash).copied().unwrap_or(0);
-        let (tat, decision) = self.gcra.decide(tat, now);
+        // A key seen before is updated where it is (one probe, not a lookup and an insert).
+        if let Some(tat) = shard.get_mut(&hash) {
+            let (next, decision) = self.gcra.decide(*tat, now);
+            if decision.allowed {
+                *tat = next;
+            }
+            return decision;
+        }
+        let (tat, decision) = self.gcra.decide(0, now);
         if decision.allowed {
-            if shard.len() >= MAX_KEYS_PER_SHARD && !shard.contains_key(&hash) {
+            if shard.len() >= MAX_KEYS_PER_SHARD {
                 evict(&mut shard, now);
             }
             shard.insert(hash, tat);

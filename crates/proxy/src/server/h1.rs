@@ -277,8 +277,9 @@ pub async fn serve<I: Io>(
 /// request's first bytes are buffered), the time of its last exchange.
 ///
 /// This future is the connection task, so its size is what every connection in a task
-/// costs: everything a request needs lives in one boxed future per request, and rare paths
-/// are boxed too.
+/// costs: everything a request needs lives in one boxed request loop ([`run_requests`]),
+/// made for a connection's first requests and kept once it is busy (until it is parked),
+/// and rare paths are boxed too.
 pub(super) async fn serve_conn<I: Io>(
     conn: Shared_<I>,
     env: Env<'_>,
