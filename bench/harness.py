@@ -444,6 +444,40 @@ def section_instructions(upstream, results):
     results["instructions_params"] = {"requests": ARGS.instr_requests, "warmup": ARGS.instr_warmup, "counter": mode}
 
 
+def section_syscalls(upstream, results):
+    """System calls per request (`strace -f -c` attached after a warm-up, over the same N
+    requests as the instruction count): with no PMU there is no kernel instruction count, and
+    the number of kernel entries is the next best thing. strace slows the server down; only
+    the counts are reported, not its timings."""
+    out = {}
+    for kind in ARGS.instr_subjects:
+        s = start_subject(kind, upstream.port)
+        h2load(s.url, ARGS.instr_warmup, 4, headers=s.headers)
+        f = Path(ARGS.tmp) / f"strace-{kind}.txt"
+        st = start(["strace", "-f", "-c", "-o", f, "-p", str(s.proc.pid)], f"strace:{kind}",
+                   stderr=subprocess.DEVNULL)
+        time.sleep(1.0)
+        h2load(s.url, ARGS.instr_requests, 8, headers=s.headers)
+        time.sleep(0.3)
+        os.kill(st.pid, signal.SIGINT)
+        st.wait(timeout=60)
+        STARTED.remove(st)
+        stop(s.proc)
+        calls = {}
+        for line in f.read_text().splitlines():
+            parts = line.split()
+            # `% time seconds usecs/call calls [errors] syscall`; the total line has no usecs.
+            if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+                calls[parts[-1]] = int(parts[3])
+        # Timer sleeps of the access-log writer thread are not the request path.
+        per_req = {k: v / ARGS.instr_requests for k, v in calls.items() if k != "clock_nanosleep"}
+        out[kind] = {"per_request": sum(per_req.values()),
+                     "top": dict(sorted(per_req.items(), key=lambda kv: -kv[1])[:4])}
+        log(f"syscalls {kind:20s} {out[kind]['per_request']:.2f}/request  {out[kind]['top']}")
+    results["syscalls"] = out
+    results["syscalls_params"] = {"requests": ARGS.instr_requests}
+
+
 def section_routes(upstream, results):
     """Throughput with 1, 100 and 10,000 routes (must stay flat)."""
     report = TEMPLATES / "report.lua"
@@ -597,6 +631,14 @@ def summary(results):
             L[-1] += (f"{fmt_int(i.get('user'))} | {fmt_int(i.get('kernel'))} | "
                       f"{mib(t['peak_rss_kib']) if t else 'n/a'} | {t.get('errors', 'n/a')} |")
         L.append("")
+    if "syscalls" in results:
+        L.append(f"## System calls per request (strace -f -c, {results['syscalls_params']['requests']} requests)\n")
+        L.append("| subject | syscalls/request | largest |")
+        L.append("|---|---:|---|")
+        for k, r in results["syscalls"].items():
+            top = ", ".join(f"{n} {c:.2f}" for n, c in r["top"].items())
+            L.append(f"| {LABELS[k]} | {r['per_request']:.2f} | {top} |")
+        L.append("")
     if "routes" in results:
         L.append("## Route scale (Gatehouse, access log off)\n")
         L.append("| routes | req/s (median) | vs 1 route | instr/req user | RSS MiB |")
@@ -643,7 +685,7 @@ def main():
     ap.add_argument("--gatehouse", default=str(ROOT / "target/release/gatehouse"))
     ap.add_argument("--out", default=str(BENCH / "out"))
     ap.add_argument("--label", default="run")
-    ap.add_argument("--sections", default="throughput,instructions,routes,idle,reload")
+    ap.add_argument("--sections", default="throughput,instructions,syscalls,routes,idle,reload")
     ap.add_argument("--instr-subjects", default="direct,nginx,gatehouse,gatehouse-chain")
     ap.add_argument("--counter", choices=["auto", "perf", "callgrind"], default="auto")
     ap.add_argument("--reps", type=int)

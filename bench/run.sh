@@ -6,7 +6,7 @@
 #   bench/run.sh --quick --sections throughput,instructions --label after
 #
 # Installs what it needs from Debian's packages when missing (nginx, wrk, nghttp2-client for
-# h2load, valgrind, openssl for the chain's RS256 token; linux-perf when available), builds
+# h2load, valgrind, strace, openssl for the chain's RS256 token; linux-perf when available), builds
 # the release binary, then runs bench/harness.py, which writes bench/out/summary.md (and
 # results-LABEL.json, callgrind profiles). Every flag is passed to the harness:
 # `bench/harness.py --help`.
@@ -18,6 +18,7 @@ command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v h2load >/dev/null 2>&1 || need_apt+=(nghttp2-client)
 command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -14,7 +14,7 @@
 //!
 //! What is here: head parsing (`head`, lines split by `split`), head encoding (`encode`),
 //! header names and recycled header maps (`names`), upstream response fields passed on as
-//! they arrived (`raw`), body decoding (`decode`), body writing (`write`), and the I/O
+//! they arrived (`raw`), word-at-a-time byte tests (`swar`), body decoding (`decode`), body writing (`write`), and the I/O
 //! helpers both sides share.
 
 pub mod decode;
@@ -23,6 +23,7 @@ pub mod head;
 pub mod names;
 pub mod raw;
 pub mod split;
+pub mod swar;
 pub mod write;
 
 use std::io;

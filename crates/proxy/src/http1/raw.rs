@@ -23,7 +23,7 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderValue};
 
-use super::names;
+use super::{names, swar};
 
 /// Spans kept per connection are let go past this many lines (a rare head with many fields
 /// should not pin memory in a pooled connection).
@@ -126,41 +126,19 @@ impl RawFields {
 }
 
 /// A field value `HeaderValue` accepts: visible ASCII, space, tab, obs-text (no other
-/// control byte, no DEL). Eight bytes at a time (a byte loop cost ~9 instructions a byte),
-/// the last word overlapping the one before; four at a time below eight bytes. Every word is
-/// looked at (a valid value, the usual one, is read to its end either way).
+/// control byte, no DEL). Eight bytes at a time (a byte loop cost ~9 instructions a byte);
+/// every word is looked at (a valid value, the usual one, is read to its end either way).
 #[inline]
 pub fn valid_value(v: &[u8]) -> bool {
-    const REP: u64 = 0x0101_0101_0101_0101;
-    let word = |i: usize| u64::from_le_bytes(v[i..i + 8].try_into().unwrap_or([0; 8]));
-    // Four bytes in the low half, the high half spaces (valid).
-    let half = |i: usize| {
-        u64::from(u32::from_le_bytes(v[i..i + 4].try_into().unwrap_or([0; 4])))
-            | (REP * u64::from(b' ')) << 32
-    };
-    let bad = match v.len() {
-        0..4 => return v.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)),
-        n @ 4..8 => bad_in_word(half(0)) | bad_in_word(half(n - 4)),
-        n => {
-            let mut bad = bad_in_word(word(n - 8));
-            let mut i = 0;
-            while i + 8 < n {
-                bad |= bad_in_word(word(i));
-                i += 8;
-            }
-            bad
-        }
-    };
-    bad == 0
+    swar::or_words(v, b' ', bad_in_word) == 0
 }
 
 /// The high bit set in each byte of `w` that is not a valid value byte; exact per byte (no
 /// carry crosses a byte: every sum below stays under 0x100 within its byte).
 #[inline(always)]
 fn bad_in_word(w: u64) -> u64 {
+    use swar::{HI, REP};
     const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    const REP: u64 = 0x0101_0101_0101_0101;
     // Control bytes but tab: with tab turned into zero (and every byte below 0x20 kept
     // below it), the bytes from 1 to 0x1f.
     let x = w ^ (REP * u64::from(b'\t'));

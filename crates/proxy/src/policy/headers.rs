@@ -204,27 +204,11 @@ fn is_spoofed(name: &HeaderName, peer_trusted: bool) -> bool {
     is_spoofable(n) || (!peer_trusted && *name == header::FORWARDED) || has_underscore(n.as_bytes())
 }
 
-/// Whether `n` has an `_`, a word at a time (words overlap at the end): a byte loop was
-/// ~4 instructions a byte, for every field of every request.
+/// Whether `n` has an `_`, a word at a time: a byte loop was ~4 instructions a byte, for
+/// every field of every request.
 fn has_underscore(n: &[u8]) -> bool {
-    const REP: u64 = 0x0101_0101_0101_0101;
-    // The classic "has a zero byte" test on the word with `_` bytes turned into zeros:
-    // exact as to whether there is one (it may mark bytes after it, which is not asked).
-    let has = |w: u64| {
-        let x = w ^ (REP * u64::from(b'_'));
-        x.wrapping_sub(REP) & !x & (REP << 7) != 0
-    };
-    let len = n.len();
-    let word = |i: usize| u64::from_le_bytes(n[i..i + 8].try_into().unwrap_or([0; 8]));
-    let half = |i: usize| {
-        u64::from(u32::from_le_bytes(n[i..i + 4].try_into().unwrap_or([0; 4])))
-            | 0xffff_ffff_0000_0000
-    };
-    match len {
-        0..4 => n.contains(&b'_'),
-        4..8 => has(half(0)) || has(half(len - 4)),
-        _ => (0..len - 8).step_by(8).any(|i| has(word(i))) || has(word(len - 8)),
-    }
+    use crate::http1::swar::{or_words, zero_bytes, REP};
+    or_words(n, b'a', |w| zero_bytes(w ^ (REP * u64::from(b'_')))) != 0
 }
 
 /// Removes every field named in `names` (a removal per listed name hashes each one, so
