@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Self (exclusive) cost per function from a callgrind dump: `cg_self.py FILE [TOP]`.
+"""Self (exclusive) cost per function from a callgrind dump: `cg_self.py FILE [TOP] [EVENT]`
+(EVENT: one of the dump's `events:`, e.g. I1mr for instruction-cache misses of a
+`--cache-sim` run; default Ir).
 callgrind_annotate 3.19 mis-attributes self cost in `callgrind_control -d` part dumps."""
 import re
 import sys
 from collections import defaultdict
 
 
-def self_costs(path):
+def self_costs(path, event=None):
     names = {"fn": {}, "ob": {}}
     cost = defaultdict(int)
     total = 0
@@ -34,10 +36,14 @@ def self_costs(path):
                     skip_next = False
                     continue
                 parts = line.split()
-                if len(parts) >= 2:
-                    v = int(parts[1])
+                if len(parts) > col:
+                    v = int(parts[col])
                     cost[(fn, ob)] += v
                     total += v
+                continue
+            if line.startswith("events:"):
+                names_ = line.split()[1:]
+                col = 1 + (names_.index(event) if event else 0)
                 continue
             key, _, val = line.partition("=")
             if key == "fn":
@@ -57,8 +63,9 @@ def self_costs(path):
 def main():
     path = sys.argv[1]
     top = int(sys.argv[2]) if len(sys.argv) > 2 else 60
-    total, cost = self_costs(path)
-    print(f"{total:,} Ir total (self cost per function, top {top})")
+    event = sys.argv[3] if len(sys.argv) > 3 else None
+    total, cost = self_costs(path, event)
+    print(f"{total:,} {event or 'Ir'} total (self cost per function, top {top})")
     for (fn, ob), v in sorted(cost.items(), key=lambda kv: -kv[1])[:top]:
         obn = (ob or "?").rsplit("/", 1)[-1]
         print(f"{v:>14,} {100 * v / total:5.1f}%  {fn}  [{obn}]")

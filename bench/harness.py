@@ -374,7 +374,8 @@ def callgrind_count(name, start_fn, cg_dir, profile=True):
     warm-up, send exactly N requests, dump; zero again, stay idle for as long, dump;
     (busy - idle) / N. `start_fn(wrap)` starts the subject under the given command prefix."""
     out_file = cg_dir / f"{name}.%p"
-    wrap = ("valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={out_file}")
+    wrap = ("valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={out_file}",
+            *(("--cache-sim=yes", "--branch-sim=yes") if ARGS.cache_sim else ()))
     s = start_fn(wrap)
     pid = s.proc.pid
     h2load(s.url, ARGS.instr_warmup, 4, timeout=900, headers=s.headers)
@@ -383,7 +384,7 @@ def callgrind_count(name, start_fn, cg_dir, profile=True):
         subprocess.run(["callgrind_control", flag, str(pid)], check=True, capture_output=True, timeout=120)
 
     control("-z")
-    wall = h2load(s.url, ARGS.instr_requests, 8, timeout=1800, headers=s.headers)
+    wall = h2load(s.url, ARGS.instr_requests, ARGS.instr_conns, timeout=1800, headers=s.headers)
     control("-d")
     busy = cg_dir / f"{name}.{pid}.1"
     control("-z")
@@ -423,7 +424,7 @@ def section_instructions(upstream, results):
             perf = start(["perf", "stat", "-x,", "-o", pf, "-e", "instructions:u,instructions:k", "-p", s.proc.pid],
                          f"perf:{kind}")
             time.sleep(0.5)
-            h2load(s.url, ARGS.instr_requests, 8, headers=s.headers)
+            h2load(s.url, ARGS.instr_requests, ARGS.instr_conns, headers=s.headers)
             os.kill(perf.pid, signal.SIGINT)
             perf.wait(timeout=30)
             STARTED.remove(perf)
@@ -697,6 +698,9 @@ def main():
     ap.add_argument("--lat-reps", type=int)
     ap.add_argument("--instr-requests", type=int)
     ap.add_argument("--instr-warmup", type=int)
+    ap.add_argument("--instr-conns", type=int, default=8, help="keep-alive connections for the instruction count")
+    ap.add_argument("--cache-sim", action="store_true",
+                    help="callgrind also simulates caches and branches (the dumps' totals: misses per request)")
     ap.add_argument("--idle-conns", type=int, default=10000)
     ap.add_argument("--idle-settle", type=int, default=5, help="seconds idle before RSS is read")
     ap.add_argument("--reload-routes", type=int, default=10000)
