@@ -23,6 +23,8 @@ use std::ops::Range;
 
 use memchr::memchr;
 
+use super::swar::{zero_bytes, REP};
+
 /// Where one field's name and value are in the head.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Field {
@@ -249,9 +251,7 @@ fn trim_ows(line: &[u8], from: usize) -> Range<usize> {
 /// short the haystack (~15 calls a request). The rest (a token, a cookie) goes to `memchr`.
 #[inline]
 pub fn find(hay: &[u8], byte: u8) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let pattern = LO * u64::from(byte);
+    let pattern = REP * u64::from(byte);
     let mut i = 0;
     while i < 32 {
         let Some(word) = hay.get(i..i + 8) else {
@@ -260,7 +260,7 @@ pub fn find(hay: &[u8], byte: u8) -> Option<usize> {
         let w = u64::from_le_bytes(word.try_into().unwrap_or([0; 8])) ^ pattern;
         // A zero byte of `w` is a match; the lowest flagged byte is the first one (a flag
         // above a zero byte can be a false one, never below it).
-        let zero = w.wrapping_sub(LO) & !w & HI;
+        let zero = zero_bytes(w);
         if zero != 0 {
             return Some(i + (zero.trailing_zeros() / 8) as usize);
         }
@@ -273,10 +273,7 @@ pub fn find(hay: &[u8], byte: u8) -> Option<usize> {
 /// a time, the rest with `memchr2`).
 #[inline]
 fn find_either(hay: &[u8], a: u8, b: u8) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let (pa, pb) = (LO * u64::from(a), LO * u64::from(b));
-    let zero = |w: u64| w.wrapping_sub(LO) & !w & HI;
+    let (pa, pb) = (REP * u64::from(a), REP * u64::from(b));
     let mut i = 0;
     while i < 32 {
         let Some(word) = hay.get(i..i + 8) else {
@@ -288,7 +285,7 @@ fn find_either(hay: &[u8], a: u8, b: u8) -> Option<usize> {
         let w = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
         // Each mask's lowest flag is exact (a false flag only ever sits above a true one),
         // so the lowest flag of both is the first match.
-        let m = zero(w ^ pa) | zero(w ^ pb);
+        let m = zero_bytes(w ^ pa) | zero_bytes(w ^ pb);
         if m != 0 {
             return Some(i + (m.trailing_zeros() / 8) as usize);
         }
