@@ -162,7 +162,8 @@ async fn run(
     }
     route.response_headers.apply(resp.headers_mut());
 
-    // cache store: caching is not built yet; it slots in here.
+    // cache store: caching is not built yet; it slots in here (after
+    // `body::with_all_fields`: the fields may still be raw here).
     ctx.body_idle = Some(ups.timeouts.idle);
     Ok(resp.map(ResponseInner::Upstream))
 }

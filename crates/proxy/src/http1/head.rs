@@ -14,12 +14,11 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 use memchr::memchr;
 
+use super::names::{self, KEEP_ALIVE};
 use super::raw::{self, RawFields};
-use super::{names, split};
+use super::split;
 
 use gatehouse_core::GatewayError;
-
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// How a request's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -545,12 +544,10 @@ fn raw_fields(
                     }
                 }
             },
+            // Not a framing field (`names::common` knows all of those).
             None => {
                 if !raw::valid_name(name) {
                     return Err(ResponseError::Malformed);
-                }
-                if name.eq_ignore_ascii_case(KEEP_ALIVE.as_str().as_bytes()) {
-                    continue;
                 }
             }
         }
