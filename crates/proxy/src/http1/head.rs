@@ -14,11 +14,12 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 use memchr::memchr;
 
-use super::names::{self, KEEP_ALIVE};
 use super::raw::{self, RawFields};
-use super::split;
+use super::{names, split};
 
 use gatehouse_core::GatewayError;
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// How a request's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -544,10 +545,12 @@ fn raw_fields(
                     }
                 }
             },
-            // Not a framing field (`names::common` knows all of those).
             None => {
                 if !raw::valid_name(name) {
                     return Err(ResponseError::Malformed);
+                }
+                if framing.uncommon(name) == Role::Drop {
+                    continue;
                 }
             }
         }
@@ -626,6 +629,17 @@ impl FramingFields {
                 Role::Drop
             }
         } else if name == KEEP_ALIVE {
+            Role::Drop
+        } else {
+            Role::Pass
+        }
+    }
+
+    /// [`FramingFields::field`] for a name `names::common` does not know (kept as bytes: a
+    /// `HeaderName` made for it would be a custom one, with its allocation): of those only
+    /// `Keep-Alive` is dropped, the rest pass.
+    fn uncommon(&self, name: &[u8]) -> Role {
+        if name.eq_ignore_ascii_case(KEEP_ALIVE.as_str().as_bytes()) {
             Role::Drop
         } else {
             Role::Pass

@@ -13,10 +13,7 @@ use std::cell::RefCell;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// `Keep-Alive` (not one of `http`'s standard names): hop-by-hop, dropped by both codecs.
-pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-
-/// The standard name (or [`KEEP_ALIVE`]) for `raw` (any bytes: only a name that is exactly one of them, in
+/// The standard name for `raw` (any bytes: only a name that is exactly one of them, in
 /// any case, matches) when it is one of the common ones.
 pub fn common(raw: &[u8]) -> Option<HeaderName> {
     // Written out as guards, not a table: a table of `HeaderName`s is built (and dropped)
@@ -35,7 +32,6 @@ pub fn common(raw: &[u8]) -> Option<HeaderName> {
         10 if is(b"connection") => header::CONNECTION,
         10 if is(b"user-agent") => header::USER_AGENT,
         10 if is(b"set-cookie") => header::SET_COOKIE,
-        10 if is(b"keep-alive") => KEEP_ALIVE.clone(),
         12 if is(b"content-type") => header::CONTENT_TYPE,
         13 if is(b"authorization") => header::AUTHORIZATION,
         13 if is(b"cache-control") => header::CACHE_CONTROL,
@@ -208,7 +204,6 @@ mod tests {
             "Accept-Encoding",
             "set-cookie",
             "Upgrade",
-            "Keep-Alive",
         ];
         for n in names {
             let fast = common(n.as_bytes()).unwrap_or_else(|| panic!("{n} is common"));
