@@ -138,6 +138,41 @@ def mem_kib(pid):
     return out
 
 
+def cpu_ticks(pid):
+    """(utime, stime, minor faults, context switches) of a process and all its descendants,
+    threads included, times in clock ticks: what the server spent on its core, user and
+    kernel, whatever the wall clock did."""
+    kids, stats = {}, {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        kids.setdefault(int(rest[1]), []).append(int(d))
+        stats[int(d)] = (int(rest[11]), int(rest[12]), int(rest[7]))
+    total, todo = [0, 0, 0, 0], [pid]
+    while todo:
+        p = todo.pop()
+        for i, v in enumerate(stats.get(p, (0, 0, 0))):
+            total[i] += v
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/status") as f:
+                    for line in f:
+                        if "ctxt_switches" in line:  # voluntary and nonvoluntary
+                            total[3] += int(line.split()[-1])
+        except OSError:
+            pass
+        todo += kids.get(p, [])
+    return tuple(total)
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
 # ---------------------------------------------------------------- load generators
 
 
@@ -324,12 +359,23 @@ def section_throughput(upstream, results):
     for rep in range(ARGS.reps):
         direct = None
         for s in subjects:
+            t0 = cpu_ticks(s.proc.pid)
             d = wrk(s.url, ARGS.duration, ARGS.connections, [report], headers=s.headers)
+            t1 = cpu_ticks(s.proc.pid)
+            user, system = t1[0] - t0[0], t1[1] - t0[1]
+            # CPU (user + system) of the server per request, and how busy its core was.
+            per_req = 1e6 / CLK_TCK / max(1, d["requests"])
+            d["cpu_us"], d["user_us"] = (user + system) * per_req, user * per_req
+            d["busy"] = (user + system) / CLK_TCK / (d["duration_us"] / 1e6)
+            d["faults"] = (t1[2] - t0[2]) / max(1, d["requests"])
+            d["switches"] = (t1[3] - t0[3]) / max(1, d["requests"])
             if s.name == "direct":
                 direct = d["rps"]
             d["ratio"] = d["rps"] / direct
             runs[s.name].append(d)
-            log(f"rep {rep + 1}/{ARGS.reps} {s.name:16} {d['rps']:9.0f} req/s  ratio {d['ratio']:.3f}  errors {d['errors']}")
+            log(f"rep {rep + 1}/{ARGS.reps} {s.name:16} {d['rps']:9.0f} req/s  ratio {d['ratio']:.3f}  "
+                f"cpu {d['cpu_us']:.2f} us/req (user {d['user_us']:.2f})  busy {d['busy'] * 100:.0f}%  "
+                f"faults {d['faults']:.3f}  switches {d['switches']:.3f}  errors {d['errors']}")
     # Fixed rate: connections * 1000 / delay req/s in total, far below every subject's peak.
     delay_ms = max(1, int(ARGS.lat_conns * 1000 / ARGS.rate))
     lat = {s.name: [] for s in subjects}
@@ -346,13 +392,30 @@ def section_throughput(upstream, results):
             "rps_median": statistics.median(x["rps"] for x in r),
             "rps_runs": [round(x["rps"]) for x in r],
             "ratio_median": statistics.median(x["ratio"] for x in r),
+            "cpu_us_median": statistics.median(x["cpu_us"] for x in r),
+            "user_us_median": statistics.median(x["user_us"] for x in r),
+            "busy_median": statistics.median(x["busy"] for x in r),
             "errors": sum(x["errors"] for x in r) + sum(x["errors"] for x in lat[s.name]),
             "rate": statistics.median(x["rps"] for x in lat[s.name]),
             "p50_us": statistics.median(x["p50_us"] for x in lat[s.name]),
             "p99_us": statistics.median(x["p99_us"] for x in lat[s.name]),
             "peak_rss_kib": mem_kib(s.proc.pid)["VmHWM"],
         }
+    # Paired with nginx, repetition by repetition: the machine's speed drifts between
+    # repetitions (the same subject's req/s moves by ±15 %), much less between two runs a
+    # few seconds apart, so a ratio within a repetition says more than two medians do.
+    paired = {}
+    for k in ("gatehouse", "gatehouse-chain"):
+        if k in runs and "nginx" in runs:
+            rps = [g["rps"] / n["rps"] for g, n in zip(runs[k], runs["nginx"])]
+            cpu = [g["cpu_us"] / n["cpu_us"] for g, n in zip(runs[k], runs["nginx"])]
+            paired[k] = {"rps_ratio_median": statistics.median(rps), "cpu_ratio_median": statistics.median(cpu),
+                         "rps_ratios": [round(x, 3) for x in rps],
+                         "ahead": sum(x >= 1.0 for x in rps), "reps": len(rps)}
+            log(f"paired {k:16} req/s vs nginx median {paired[k]['rps_ratio_median']:.3f} "
+                f"(ahead in {paired[k]['ahead']}/{len(rps)}), CPU/request vs nginx {paired[k]['cpu_ratio_median']:.3f}")
     results["throughput"] = out
+    results["throughput_paired"] = paired
     results["throughput_params"] = {
         "reps": ARGS.reps, "duration_s": ARGS.duration, "connections": ARGS.connections,
         "lat_rate": ARGS.rate, "lat_conns": ARGS.lat_conns, "lat_duration_s": ARGS.lat_duration,
@@ -374,7 +437,8 @@ def callgrind_count(name, start_fn, cg_dir, profile=True):
     warm-up, send exactly N requests, dump; zero again, stay idle for as long, dump;
     (busy - idle) / N. `start_fn(wrap)` starts the subject under the given command prefix."""
     out_file = cg_dir / f"{name}.%p"
-    wrap = ("valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={out_file}",
+    wrap = ("valgrind", "--tool=callgrind", f"--dump-instr={'yes' if ARGS.dump_instr else 'no'}",
+            f"--callgrind-out-file={out_file}",
             *(("--cache-sim=yes", "--branch-sim=yes") if ARGS.cache_sim else ()))
     s = start_fn(wrap)
     pid = s.proc.pid
@@ -445,6 +509,19 @@ def section_instructions(upstream, results):
     results["instructions_params"] = {"requests": ARGS.instr_requests, "warmup": ARGS.instr_warmup, "counter": mode}
 
 
+def tcp_counters():
+    """Loopback-wide TCP counters: segments sent, pure ACKs received, delayed ACKs sent."""
+    def table(path):
+        rows = [line.split() for line in open(path)]
+        out = {}
+        for head, vals in zip(rows[::2], rows[1::2]):
+            out.update({f"{head[0]}{k}": int(v) for k, v in zip(head[1:], vals[1:])})
+        return out
+    t = {**table("/proc/net/snmp"), **table("/proc/net/netstat")}
+    return {"out_segs": t["Tcp:OutSegs"], "pure_acks": t["TcpExt:TCPPureAcks"],
+            "delayed_acks": t["TcpExt:DelayedACKs"]}
+
+
 def section_syscalls(upstream, results):
     """System calls per request (`strace -f -c` attached after a warm-up, over the same N
     requests as the instruction count): with no PMU there is no kernel instruction count, and
@@ -463,6 +540,13 @@ def section_syscalls(upstream, results):
         os.kill(st.pid, signal.SIGINT)
         st.wait(timeout=60)
         STARTED.remove(st)
+        # TCP segments on loopback per request, without strace slowing things down: 4 carry
+        # data (client → server → upstream and back); the rest are pure ACKs and window
+        # updates, each a trip through the TCP stack on some core.
+        seg0 = tcp_counters()
+        h2load(s.url, ARGS.instr_requests, ARGS.connections, headers=s.headers)
+        seg1 = tcp_counters()
+        segs = {k: (seg1[k] - seg0[k]) / ARGS.instr_requests for k in seg0}
         stop(s.proc)
         calls = {}
         for line in f.read_text().splitlines():
@@ -473,8 +557,9 @@ def section_syscalls(upstream, results):
         # Timer sleeps of the access-log writer thread are not the request path.
         per_req = {k: v / ARGS.instr_requests for k, v in calls.items() if k != "clock_nanosleep"}
         out[kind] = {"per_request": sum(per_req.values()),
-                     "top": dict(sorted(per_req.items(), key=lambda kv: -kv[1])[:4])}
-        log(f"syscalls {kind:20s} {out[kind]['per_request']:.2f}/request  {out[kind]['top']}")
+                     "top": dict(sorted(per_req.items(), key=lambda kv: -kv[1])[:4]),
+                     "segments": segs}
+        log(f"syscalls {kind:20s} {out[kind]['per_request']:.2f}/request  {out[kind]['top']}  segments {segs}")
     results["syscalls"] = out
     results["syscalls_params"] = {"requests": ARGS.instr_requests}
 
@@ -611,12 +696,15 @@ def summary(results):
         L.append("## Per subject\n")
         L.append(f"req/s: median of {p.get('reps')} interleaved runs of {p.get('duration_s')} s, wrk 1 thread, "
                  f"{p.get('connections')} connections. Ratio: to the direct upstream in the same repetition (median). "
+                 "CPU µs/req: user + system time of the server's processes over those runs, per request (median; "
+                 "user time alone in brackets); "
+                 "core busy: that time over the run's wall time (100% = its core saturated). "
                  f"Latency: wrk paced at ~{p.get('lat_rate')} req/s ({p.get('lat_conns')} connections), median of "
                  f"{p.get('lat_duration_s')} s runs. Instructions: {ip.get('counter', 'n/a')}, "
                  f"{ip.get('requests')} requests after {ip.get('warmup')} warm-up, idle baseline subtracted; "
                  + ("**user space only** (no PMU in this VM, so no kernel count).\n" if ip.get("counter") == "callgrind" else "\n"))
-        L.append("| subject | req/s | ratio to direct | p50 µs | p99 µs | rate req/s | instr/req user | instr/req kernel | peak RSS MiB | errors |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        L.append("| subject | req/s | ratio to direct | CPU µs/req (user) | core busy | p50 µs | p99 µs | rate req/s | instr/req user | instr/req kernel | peak RSS MiB | errors |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for k in ("direct", "nginx", "gatehouse", "gatehouse-chain"):
             t = tp.get(k)
             i = ins.get(k, {})
@@ -624,7 +712,8 @@ def summary(results):
                 continue
             t = t or {}
             L.append(f"| {LABELS[k]} | {fmt_int(t.get('rps_median'))} | "
-                     f"{t['ratio_median']:.3f} | " if t else f"| {LABELS[k]} | n/a | n/a | ")
+                     f"{t['ratio_median']:.3f} | {t.get('cpu_us_median', 0):.2f} ({t.get('user_us_median', 0):.2f}) | {t.get('busy_median', 0) * 100:.0f}% | "
+                     if t else f"| {LABELS[k]} | n/a | n/a | n/a | n/a | ")
             if t:
                 L[-1] += (f"{t['p50_us']:.0f} | {t['p99_us']:.0f} | {t['rate']:.0f} | ")
             else:
@@ -632,13 +721,23 @@ def summary(results):
             L[-1] += (f"{fmt_int(i.get('user'))} | {fmt_int(i.get('kernel'))} | "
                       f"{mib(t['peak_rss_kib']) if t else 'n/a'} | {t.get('errors', 'n/a')} |")
         L.append("")
+    if results.get("throughput_paired"):
+        L.append("### Against nginx, repetition by repetition\n")
+        L.append("| subject | req/s ÷ nginx's (median) | ahead of nginx in | CPU/request ÷ nginx's (median) | per repetition |")
+        L.append("|---|---:|---:|---:|---|")
+        for k, r in results["throughput_paired"].items():
+            L.append(f"| {LABELS[k]} | {r['rps_ratio_median']:.3f} | {r['ahead']} of {r['reps']} | "
+                     f"{r['cpu_ratio_median']:.3f} | {', '.join(f'{x:.2f}' for x in r['rps_ratios'])} |")
+        L.append("")
     if "syscalls" in results:
         L.append(f"## System calls per request (strace -f -c, {results['syscalls_params']['requests']} requests)\n")
-        L.append("| subject | syscalls/request | largest |")
-        L.append("|---|---:|---|")
+        L.append("| subject | syscalls/request | largest | TCP segments/request (loopback, all parties) |")
+        L.append("|---|---:|---|---:|")
         for k, r in results["syscalls"].items():
             top = ", ".join(f"{n} {c:.2f}" for n, c in r["top"].items())
-            L.append(f"| {LABELS[k]} | {r['per_request']:.2f} | {top} |")
+            segs = r.get("segments", {}).get("out_segs")
+            L.append(f"| {LABELS[k]} | {r['per_request']:.2f} | {top} | {segs:.2f} |" if segs is not None
+                     else f"| {LABELS[k]} | {r['per_request']:.2f} | {top} | n/a |")
         L.append("")
     if "routes" in results:
         L.append("## Route scale (Gatehouse, access log off)\n")
@@ -701,6 +800,8 @@ def main():
     ap.add_argument("--instr-conns", type=int, default=8, help="keep-alive connections for the instruction count")
     ap.add_argument("--cache-sim", action="store_true",
                     help="callgrind also simulates caches and branches (the dumps' totals: misses per request)")
+    ap.add_argument("--dump-instr", action="store_true",
+                    help="callgrind costs per instruction address (for bench/cg_lines.py)")
     ap.add_argument("--idle-conns", type=int, default=10000)
     ap.add_argument("--idle-settle", type=int, default=5, help="seconds idle before RSS is read")
     ap.add_argument("--reload-routes", type=int, default=10000)

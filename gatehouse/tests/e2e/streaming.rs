@@ -179,3 +179,67 @@ async fn idle_pooled_upstream_connections_are_closed_after_the_idle_timeout() {
         );
     }
 }
+
+/// A pooled connection the upstream has closed, or has sent stray bytes on, is not used
+/// again: the next request (a POST, which is never retried on another connection) goes out
+/// on a fresh connection and succeeds.
+#[tokio::test]
+async fn pooled_connections_closed_or_dirtied_by_the_upstream_are_not_reused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let yaml = format!(
+        "listeners:\n  - name: public\n    addr: 127.0.0.1:0\nupstreams:\n  app:\n    targets:\n      - url: http://{addr}\nroutes:\n  - name: all\n    match: {{ path: /* }}\n    upstream: app\n"
+    );
+    let gw = TestGateway::start(&yaml).await.expect("gw");
+    let c = client();
+    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    // Round 0: the upstream closes its end after answering; round 1: it sends bytes no
+    // request asked for (and keeps the connection open); round 2: it keeps the connection,
+    // which round 3 finds reused.
+    let mut kept = None;
+    let mut dirty = None;
+    for round in 0..4 {
+        let req = tokio::spawn(c.post(gw.url("/p")).body("x").send());
+        let mut conn = match (round, kept.take()) {
+            (3, Some(conn)) => conn,
+            _ => {
+                tokio::time::timeout(T, listener.accept())
+                    .await
+                    .unwrap_or_else(|_| panic!("round {round}: no new upstream connection"))
+                    .expect("accept")
+                    .0
+            }
+        };
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        while !(got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"x")) {
+            let n = tokio::time::timeout(T, conn.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: no request on this connection"))
+                .expect("read request");
+            assert!(
+                n > 0,
+                "round {round}: gateway closed before sending the request"
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        conn.write_all(answer).await.expect("answer");
+        let resp = req.await.expect("task").expect("response");
+        assert_eq!(resp.status(), 200, "round {round}");
+        assert_eq!(resp.text().await.expect("body"), "ok");
+        match round {
+            0 => drop(conn),
+            1 => {
+                conn.write_all(b"HTTP/1.1 200 OK\r\n").await.expect("stray");
+                dirty = Some(conn);
+            }
+            _ => kept = Some(conn),
+        }
+        // Let the close or the stray bytes reach the gateway's side of the connection.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(dirty);
+}
