@@ -62,7 +62,7 @@ pub struct Ctx {
     /// Upstream tries made for this request (0: none).
     pub attempts: u32,
     /// The upstream circuit-breaker slot, held until the response body ends.
-    pub upstream_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub upstream_permit: Option<crate::upstream::breaker::Permit>,
     /// The target whose response head was a success: passive outlier detection hears about
     /// this call when the response body ends (a reset mid-body is a failure, F4).
     pub outlier_target: Option<usize>,

@@ -6,22 +6,38 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 
 use gatehouse_core::upstream::Breaker as BreakerConfig;
 
-pub struct Breaker {
-    slots: Arc<Semaphore>,
-    size: AtomicUsize,
+/// The slots of one upstream: a count against a limit, both atomics, so that taking and
+/// giving back a slot is one compare-and-swap and one subtraction. (A `tokio` semaphore
+/// took its waiter list's mutex on every release, waiters or not: a lock on every
+/// request's path.) Waiting, the rare case, is on a [`Notify`].
+#[derive(Default)]
+struct Slots {
+    limit: AtomicUsize,
+    in_flight: AtomicUsize,
     pending: AtomicUsize,
+    freed: Notify,
 }
 
-impl Default for Breaker {
-    fn default() -> Self {
-        Breaker {
-            slots: Arc::new(Semaphore::new(0)),
-            size: AtomicUsize::new(0),
-            pending: AtomicUsize::new(0),
+#[derive(Default)]
+pub struct Breaker {
+    slots: Arc<Slots>,
+}
+
+/// One request's slot, given back when dropped (when the response body ends).
+pub struct Permit(Arc<Slots>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        // SeqCst with the waiter's `pending` increment and its retry: either this sees the
+        // waiter and wakes one, or the waiter's retry sees the slot free.
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.0.pending.load(Ordering::SeqCst) > 0 {
+            // Stored when nobody waits yet; a woken waiter that times out passes it on.
+            self.0.freed.notify_one();
         }
     }
 }
@@ -34,46 +50,71 @@ pub enum Rejected {
 }
 
 impl Breaker {
-    /// Changes the slot count (on reload); requests holding slots keep them.
+    /// Changes the slot count (on reload). Requests holding slots keep them; below the new
+    /// limit, no slot is given out until enough of them have ended.
     pub fn resize(&self, size: usize) {
-        let old = self.size.swap(size, Ordering::Relaxed);
+        let old = self.slots.limit.swap(size, Ordering::SeqCst);
         if size > old {
-            self.slots.add_permits(size - old);
-        } else if old > size {
-            self.slots.forget_permits(old - size);
+            self.slots.freed.notify_waiters();
         }
     }
 
     pub fn in_flight(&self) -> usize {
-        self.size
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.slots.available_permits())
+        self.slots.in_flight.load(Ordering::Relaxed)
     }
 
     pub fn pending(&self) -> usize {
-        self.pending.load(Ordering::Relaxed)
+        self.slots.pending.load(Ordering::Relaxed)
     }
 
-    pub async fn acquire(&self, cfg: &BreakerConfig) -> Result<OwnedSemaphorePermit, Rejected> {
-        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+    pub async fn acquire(&self, cfg: &BreakerConfig) -> Result<Permit, Rejected> {
+        if let Some(p) = self.try_acquire() {
             return Ok(p);
         }
         // Boxed: waiting is rare, and its future would otherwise be part of every call's.
         Box::pin(self.wait(cfg)).await
     }
 
-    async fn wait(&self, cfg: &BreakerConfig) -> Result<OwnedSemaphorePermit, Rejected> {
-        if self.pending.fetch_add(1, Ordering::Relaxed) >= cfg.max_pending as usize {
-            self.pending.fetch_sub(1, Ordering::Relaxed);
+    fn try_acquire(&self) -> Option<Permit> {
+        let s = &self.slots;
+        let limit = s.limit.load(Ordering::SeqCst);
+        let mut n = s.in_flight.load(Ordering::SeqCst);
+        while n < limit {
+            match s
+                .in_flight
+                .compare_exchange_weak(n, n + 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return Some(Permit(s.clone())),
+                Err(now) => n = now,
+            }
+        }
+        None
+    }
+
+    /// Waits for a slot, in the queue of at most `max_pending`, for at most
+    /// `pending_timeout`. Not strictly first come, first served: a request that arrives as
+    /// a slot frees may take it before a waiter wakes (the waiter waits on).
+    async fn wait(&self, cfg: &BreakerConfig) -> Result<Permit, Rejected> {
+        let s = &self.slots;
+        if s.pending.fetch_add(1, Ordering::SeqCst) >= cfg.max_pending as usize {
+            s.pending.fetch_sub(1, Ordering::SeqCst);
             return Err(Rejected::QueueFull);
         }
-        let waited =
-            tokio::time::timeout(cfg.pending_timeout, self.slots.clone().acquire_owned()).await;
-        self.pending.fetch_sub(1, Ordering::Relaxed);
-        match waited {
-            Ok(Ok(p)) => Ok(p),
-            _ => Err(Rejected::QueueTimeout),
-        }
+        let waited = tokio::time::timeout(cfg.pending_timeout, async {
+            loop {
+                // Registered before the retry, so a slot freed in between still wakes it.
+                let freed = s.freed.notified();
+                tokio::pin!(freed);
+                freed.as_mut().enable();
+                if let Some(p) = self.try_acquire() {
+                    return p;
+                }
+                freed.await;
+            }
+        })
+        .await;
+        s.pending.fetch_sub(1, Ordering::SeqCst);
+        waited.map_err(|_| Rejected::QueueTimeout)
     }
 }
 
@@ -109,5 +150,77 @@ mod tests {
         assert_eq!(b.acquire(&cfg).await.err(), Some(Rejected::QueueTimeout));
         b.resize(3);
         assert!(b.acquire(&cfg).await.is_ok());
+    }
+
+    fn cfg(max_pending: u32) -> BreakerConfig {
+        BreakerConfig {
+            max_connections: 0,
+            max_pending,
+            pending_timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shrinking_below_in_flight_holds_the_new_limit() {
+        let b = Breaker::default();
+        b.resize(3);
+        let c = cfg(0);
+        let mut taken = Vec::new();
+        for _ in 0..3 {
+            taken.push(b.acquire(&c).await.expect("slot"));
+        }
+        b.resize(1);
+        assert_eq!(b.acquire(&cfg(0)).await.err(), Some(Rejected::QueueFull));
+        let mut taken = taken.into_iter();
+        drop(taken.next());
+        drop(taken.next());
+        assert_eq!(b.in_flight(), 1);
+        assert_eq!(b.acquire(&cfg(0)).await.err(), Some(Rejected::QueueFull));
+        drop(taken.next());
+        assert_eq!(b.in_flight(), 0);
+        let _p = b
+            .acquire(&cfg(0))
+            .await
+            .expect("a slot under the new limit");
+        assert_eq!(b.in_flight(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_gets_the_slot_a_resize_adds() {
+        let b = Arc::new(Breaker::default());
+        b.resize(1);
+        let _held = b.acquire(&cfg(1)).await.expect("slot");
+        let b2 = b.clone();
+        let waiter = tokio::spawn(async move { b2.acquire(&cfg(1)).await.map(|_| ()) });
+        tokio::task::yield_now().await;
+        assert_eq!(b.pending(), 1);
+        b.resize(2);
+        assert_eq!(waiter.await.expect("join"), Ok(()));
+        assert_eq!(b.pending(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_given_back_reach_every_waiter() {
+        let b = Arc::new(Breaker::default());
+        b.resize(1);
+        let held = b.acquire(&cfg(4)).await.expect("slot");
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    let p = b.acquire(&cfg(4)).await?;
+                    tokio::task::yield_now().await;
+                    drop(p);
+                    Ok::<(), Rejected>(())
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert_eq!(b.pending(), 4);
+        drop(held);
+        for w in waiters {
+            assert_eq!(w.await.expect("join"), Ok(()));
+        }
+        assert_eq!((b.in_flight(), b.pending()), (0, 0));
     }
 }
