@@ -809,8 +809,11 @@ def main():
     ap.add_argument("--route-counts", default="1,100,10000")
     ARGS = ap.parse_args()
     q = ARGS.quick
-    ARGS.reps = ARGS.reps or (3 if q else 5)
-    ARGS.duration = ARGS.duration or (4 if q else 10)
+    # Many short interleaved repetitions rather than a few long ones: this VM's speed drifts
+    # by ±15 % from one run to the next (bench/RESULTS.md, round 9), so the medians (and the
+    # pairs with nginx) need numbers more than length.
+    ARGS.reps = ARGS.reps or (5 if q else 15)
+    ARGS.duration = ARGS.duration or 4
     ARGS.lat_duration = ARGS.lat_duration or (4 if q else 10)
     ARGS.lat_reps = ARGS.lat_reps or (1 if q else 3)
     ARGS.instr_requests = ARGS.instr_requests or (3000 if q else 20000)
