@@ -1,14 +1,23 @@
 #!/usr/bin/env python3
 """Code footprint from a callgrind dump made with `--dump-instr=yes` (harness `--dump-instr`):
-`cg_lines.py DUMP [TOP]`. For every function: distinct 64-byte code lines it executed,
-its instructions (Ir) and, with `--cache-sim`, its L1i misses. The sum of lines is the
-request path's hot code in cache lines: what has to fit in the 32 KiB L1i (512 lines)."""
+
+    cg_lines.py DUMP BINARY [TOP] [REQUESTS]
+
+Counts, per function of BINARY's object (the gatehouse binary, nginx, libc.so.6, ...; a copy
+named `gatehouse.old` counts as `gatehouse`), the
+instructions executed on at least every other request (REQUESTS: the requests the dump covers,
+3000 in a quick run): the bytes of those instructions (sizes from `objdump -d`), the 64-byte
+cache lines they lie on, and the density (bytes executed / bytes of those lines). The total is
+the request path's hot code: what has to come through a 32 KiB L1 instruction cache (512 lines)
+on every request. With `--cache-sim` the dump also has each function's L1i misses (I1mr)."""
 import re
+import subprocess
 import sys
 from collections import defaultdict
 
 
-def parse(path):
+def parse(path, obj):
+    """{function: {address: (Ir, I1mr)}} for the functions of object `obj`."""
     names = {"fn": {}, "ob": {}}
     ref = re.compile(r"^\((\d+)\)(?: (.*))?$")
 
@@ -21,10 +30,8 @@ def parse(path):
             return m.group(2)
         return names[kind].get(m.group(1), v)
 
-    events, fn, ob, skip = [], None, None, False
-    lines = defaultdict(set)
-    cost = defaultdict(lambda: defaultdict(int))
-    addr = 0
+    events, fn, ob, skip, addr = [], None, None, False, 0
+    cost = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     with open(path) as f:
         for line in f:
             line = line.rstrip("\n")
@@ -33,7 +40,7 @@ def parse(path):
             elif line.startswith("ob="):
                 ob = resolve("ob", line[3:])
             elif line.startswith("fn="):
-                fn = resolve("fn", line[3:]) + f"  [{(ob or '').rsplit('/', 1)[-1]}]"
+                fn = resolve("fn", line[3:])
             elif line.startswith(("cfn=", "cob=")):
                 resolve("fn" if line[1] == "f" else "ob", line[4:])
             elif line.startswith("calls="):
@@ -43,33 +50,55 @@ def parse(path):
                 a = parts[0]
                 if a.startswith("0x"):
                     addr = int(a, 16)
-                elif a[0] == "+":
-                    addr += int(a[1:], 16) if a[1:].startswith("0x") else int(a[1:])
-                elif a[0] == "-":
-                    addr -= int(a[1:], 16) if a[1:].startswith("0x") else int(a[1:])
-                if skip:  # inclusive cost of a call: not this function's own
+                elif a[0] in "+-":
+                    d = int(a[1:], 16) if a[1:].startswith("0x") else int(a[1:])
+                    addr += d if a[0] == "+" else -d
+                if skip:  # the inclusive cost of a call: not this function's own
                     skip = False
                     continue
+                base = (ob or "").rsplit("/", 1)[-1]
+                if not base or not (obj == base or obj.startswith(base + ".")):
+                    continue
                 vals = [int(v) for v in parts[2:]]
-                if vals and vals[0] > 0:
-                    lines[fn].add(addr >> 6)
-                for e, v in zip(events, vals):
-                    cost[fn][e] += v
-    return events, lines, cost
+                c = cost[fn][addr]
+                c[0] += vals[0] if vals else 0
+                if "I1mr" in events and len(vals) > events.index("I1mr"):
+                    c[1] += vals[events.index("I1mr")]
+    return cost
+
+
+def sizes(binary):
+    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", binary],
+                         capture_output=True, text=True, check=True).stdout
+    addrs = [int(m.group(1), 16) for m in re.finditer(r"^\s*([0-9a-f]+):\s", out, re.M)]
+    return {a: b - a for a, b in zip(addrs, addrs[1:]) if 0 < b - a < 16}
 
 
 def main():
-    path = sys.argv[1]
-    top = int(sys.argv[2]) if len(sys.argv) > 2 else 40
-    events, lines, cost = parse(path)
-    all_lines = set().union(*lines.values())
-    total_ir = sum(c.get("Ir", 0) for c in cost.values())
-    print(f"{len(all_lines):,} distinct code lines executed ({len(all_lines) * 64 / 1024:.0f} KiB), "
-          f"{total_ir:,} Ir")
-    print(f"{'lines':>7} {'Ir':>12} {'I1mr':>10}  function")
-    for fn in sorted(lines, key=lambda k: -len(lines[k]))[:top]:
-        c = cost[fn]
-        print(f"{len(lines[fn]):7,} {c.get('Ir', 0):12,} {c.get('I1mr', 0):10,}  {fn[:150]}")
+    path, binary = sys.argv[1], sys.argv[2]
+    top = int(sys.argv[3]) if len(sys.argv) > 3 else 30
+    requests = int(sys.argv[4]) if len(sys.argv) > 4 else 3000
+    cost = parse(path, binary.rsplit("/", 1)[-1])
+    size = sizes(binary)
+    rows, all_lines, all_bytes, all_miss = [], set(), 0, 0
+    for fn, per in cost.items():
+        hot = [a for a, (ir, _) in per.items() if ir * 2 >= requests]
+        if not hot:
+            continue
+        lines = {a >> 6 for a in hot}
+        nbytes = sum(size.get(a, 4) for a in hot)
+        miss = sum(m for _, m in per.values())
+        all_lines |= lines
+        all_bytes += nbytes
+        all_miss += miss
+        rows.append((len(lines), nbytes, miss, fn))
+    n = len(all_lines)
+    print(f"hot code (executed on at least every other request): {all_bytes / 1024:.1f} KiB executed "
+          f"on {n:,} cache lines ({n * 64 / 1024:.1f} KiB), density {all_bytes / max(1, n * 64):.2f}"
+          + (f"; L1i misses {all_miss / requests:,.0f} per request" if all_miss else ""))
+    print(f"{'lines':>6} {'bytes':>6} {'density':>7} {'I1mr/req':>8}  function")
+    for lines, nbytes, miss, fn in sorted(rows, reverse=True)[:top]:
+        print(f"{lines:6} {nbytes:6} {nbytes / (lines * 64):7.2f} {miss / requests:8.1f}  {fn[:120]}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 # Gatehouse vs nginx on loopback: one command (see README "Benchmarks").
 #
 #   bench/run.sh            full run (~15 min on 2 cores)
-#   bench/run.sh --quick    short runs (~6 min)
+#   bench/run.sh --quick    short runs (~8 min)
 #   bench/run.sh --quick --sections throughput,instructions --label after
 #
 # Installs what it needs from Debian's packages when missing (nginx, wrk, nghttp2-client for
