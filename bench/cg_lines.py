@@ -15,20 +15,12 @@ import subprocess
 import sys
 from collections import defaultdict
 
+from cg_self import Names
+
 
 def parse(path, obj):
     """{function: {address: (Ir, I1mr)}} for the functions of object `obj`."""
-    names = {"fn": {}, "ob": {}}
-    ref = re.compile(r"^\((\d+)\)(?: (.*))?$")
-
-    def resolve(kind, v):
-        m = ref.match(v)
-        if not m:
-            return v
-        if m.group(2) is not None:
-            names[kind][m.group(1)] = m.group(2)
-            return m.group(2)
-        return names[kind].get(m.group(1), v)
+    resolve = Names().resolve
 
     events, fn, ob, skip, addr = [], None, None, False, 0
     cost = defaultdict(lambda: defaultdict(lambda: [0, 0]))

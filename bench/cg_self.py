@@ -7,23 +7,32 @@ import re
 import sys
 from collections import defaultdict
 
+REF = re.compile(r"^\((\d+)\)(?: (.*))?$")
+
+
+class Names:
+    """Callgrind's name compression: `(12) name` defines id 12, a later `(12)` refers to it;
+    functions and objects are numbered apart."""
+
+    def __init__(self):
+        self.names = {"fn": {}, "ob": {}}
+
+    def resolve(self, kind, v):
+        m = REF.match(v)
+        if not m:
+            return v
+        if m.group(2) is not None:
+            self.names[kind][m.group(1)] = m.group(2)
+            return m.group(2)
+        return self.names[kind].get(m.group(1), v)
+
 
 def self_costs(path, event=None):
-    names = {"fn": {}, "ob": {}}
+    resolve = Names().resolve
     cost = defaultdict(int)
     total = 0
     fn = ob = None
     skip_next = False
-    ref = re.compile(r"^\((\d+)\)(?: (.*))?$")
-
-    def resolve(kind, v):
-        m = ref.match(v)
-        if not m:
-            return v
-        if m.group(2) is not None:
-            names[kind][m.group(1)] = m.group(2)
-            return m.group(2)
-        return names[kind].get(m.group(1), v)
 
     with open(path) as f:
         for line in f:
@@ -77,20 +86,13 @@ if __name__ == "__main__":
 
 def callers(path, target):
     """Inclusive cost of calls to functions whose name contains `target`, by caller."""
-    names = {}
-    ref = re.compile(r"^\((\d+)\)(?: (.*))?$")
+    names = Names()
     out = defaultdict(int)
     fn = cfn = None
     take = False
 
     def resolve(v):
-        m = ref.match(v)
-        if not m:
-            return v
-        if m.group(2) is not None:
-            names[m.group(1)] = m.group(2)
-            return m.group(2)
-        return names.get(m.group(1), v)
+        return names.resolve("fn", v)
 
     with open(path) as f:
         for line in f:

@@ -129,20 +129,29 @@ async fn upstream_connections_are_pooled_and_reused() {
     );
 }
 
+/// A gateway whose one route goes to a listener the test accepts on and answers by hand;
+/// `upstream_extra` is appended to the upstream's `targets` line (more of its settings).
+async fn gateway_to_a_bare_listener(
+    upstream_extra: &str,
+) -> (tokio::net::TcpListener, TestGateway) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let yaml = format!(
+        "listeners:\n  - name: public\n    addr: 127.0.0.1:0\nupstreams:\n  app:\n    targets:\n      - url: http://{addr}{upstream_extra}\nroutes:\n  - name: all\n    match: {{ path: /* }}\n    upstream: app\n"
+    );
+    let gw = TestGateway::start(&yaml).await.expect("gw");
+    (listener, gw)
+}
+
 /// A pooled upstream connection is closed by the gateway once idle for the upstream's
 /// `timeouts.idle` (not left open until the upstream gives up), and the next request opens a
 /// fresh one.
 #[tokio::test]
 async fn idle_pooled_upstream_connections_are_closed_after_the_idle_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let yaml = format!(
-        "listeners:\n  - name: public\n    addr: 127.0.0.1:0\nupstreams:\n  app:\n    targets:\n      - url: http://{addr}\n    timeouts: {{ idle: 300ms }}\nroutes:\n  - name: all\n    match: {{ path: /* }}\n    upstream: app\n"
-    );
-    let gw = TestGateway::start(&yaml).await.expect("gw");
+    let (listener, gw) = gateway_to_a_bare_listener("\n    timeouts: { idle: 300ms }").await;
     let c = client();
     let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     for round in 0..2 {
@@ -186,14 +195,7 @@ async fn idle_pooled_upstream_connections_are_closed_after_the_idle_timeout() {
 #[tokio::test]
 async fn pooled_connections_closed_or_dirtied_by_the_upstream_are_not_reused() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let yaml = format!(
-        "listeners:\n  - name: public\n    addr: 127.0.0.1:0\nupstreams:\n  app:\n    targets:\n      - url: http://{addr}\nroutes:\n  - name: all\n    match: {{ path: /* }}\n    upstream: app\n"
-    );
-    let gw = TestGateway::start(&yaml).await.expect("gw");
+    let (listener, gw) = gateway_to_a_bare_listener("").await;
     let c = client();
     let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     // Round 0: the upstream closes its end after answering; round 1: it sends bytes no
