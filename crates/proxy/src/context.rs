@@ -45,8 +45,8 @@ pub struct Ctx {
     pub upstream: Option<usize>,
     pub upstream_ms: Option<f64>,
     /// Request body bytes read, and whether it crossed the route's limit (shared with the
-    /// body wrapper that counts them).
-    pub body: Arc<BodyStats>,
+    /// body wrapper that counts them); made only for a request that has a body.
+    pub body: Option<Arc<BodyStats>>,
     /// Close the client connection after this response (framing errors, unread bodies).
     pub close: bool,
     /// Idle timeout between body frames of a proxied response (streams keep flowing while
@@ -124,7 +124,7 @@ impl Ctx {
             route: None,
             upstream: None,
             upstream_ms: None,
-            body: Arc::new(BodyStats::default()),
+            body: None,
             close: false,
             body_idle: None,
             error: None,
@@ -138,6 +138,16 @@ impl Ctx {
             cors_origin: None,
             cors_actual: false,
         }
+    }
+
+    /// The request body crossed the route's `max_body`.
+    pub fn body_too_large(&self) -> bool {
+        self.body.as_ref().is_some_and(|b| b.too_large())
+    }
+
+    /// Request body bytes read so far.
+    pub fn body_bytes_in(&self) -> u64 {
+        self.body.as_ref().map_or(0, |b| b.bytes_in())
     }
 
     pub fn request_id_str(&self) -> &str {

@@ -463,10 +463,16 @@ async fn admit(
         Version::HTTP_11
     };
     parts.extensions = http::Extensions::new();
-    let body = LimitedBody::new(body, route.max_body, ctx.body.clone());
+    // No body, nothing to count or box (`out.body` starts empty: a box of nothing is no
+    // allocation).
+    if !matches!(body, RequestBody::Empty) {
+        let stats = Arc::new(crate::context::BodyStats::default());
+        ctx.body = Some(stats.clone());
+        let body = LimitedBody::new(body, route.max_body, stats);
+        out.body = http_body_util::BodyExt::boxed_unsync(body);
+    }
     out.upstream = up_idx;
     out.path_and_query = path_and_query;
-    out.body = http_body_util::BodyExt::boxed_unsync(body);
     out.hash = hash;
     out.upgrade = websocket;
     Ok(Admission::Forward(on_upgrade))
@@ -541,7 +547,7 @@ fn redact_key_params(ctx: &mut Ctx, requirement: &AuthRequirement, snap: &Snapsh
 
 fn local_response(e: &GatewayError, ctx: &mut Ctx) -> Response<Body> {
     ctx.error = Some(e.code());
-    if e == &GatewayError::PayloadTooLarge || ctx.body.too_large() {
+    if e == &GatewayError::PayloadTooLarge || ctx.body_too_large() {
         // The rest of the body was not read; the connection cannot be reused (S12).
         ctx.close = true;
     }
@@ -645,7 +651,7 @@ impl OnComplete for Completion {
                 attempts: (ctx.attempts > 0).then_some(ctx.attempts),
                 consumer: ctx.consumer.as_deref(),
                 client_ip: ctx.client_ip,
-                bytes_in: ctx.body.bytes_in(),
+                bytes_in: ctx.body_bytes_in(),
                 bytes_out,
                 cache: None,
                 error: ctx.error,

@@ -354,12 +354,26 @@ async fn run_writes_json_access_log_lines_to_stdout() {
         .expect("send");
     assert_eq!(r.status(), 200);
     r.bytes().await.expect("body");
+    let r = client()
+        .post(format!("http://127.0.0.1:{port}/posted"))
+        .body("hello")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    r.bytes().await.expect("body");
     signal(child.child.id(), "-TERM");
     let stdout = child.child.stdout.take().expect("stdout");
     let lines: Vec<String> = BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
         .collect();
+    let posted = lines
+        .iter()
+        .find(|l| l.contains("/posted"))
+        .unwrap_or_else(|| panic!("no access log line for the POST in {lines:?}"));
+    let posted: serde_json::Value = serde_json::from_str(posted).expect("json line");
+    assert_eq!(posted["bytes_in"], 5, "{posted}");
     let line = lines
         .iter()
         .find(|l| l.contains("/logged"))
@@ -386,6 +400,7 @@ async fn run_writes_json_access_log_lines_to_stdout() {
     assert_eq!(v["route"], "all");
     assert_eq!(v["status"], 200);
     assert_eq!(v["client_ip"], "127.0.0.1");
+    assert_eq!(v["bytes_in"], 0);
     assert!(!line.contains("s3cret"), "query secret leaked: {line}");
     // The client's x-request-id is not trusted (no trusted_proxies): a fresh one is generated.
     assert_ne!(v["request_id"], "abc");

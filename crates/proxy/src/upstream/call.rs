@@ -135,7 +135,7 @@ fn h1_error(e: SendError, target: &Target, ctx: &Ctx) -> GatewayError {
 
 /// The client's body failed while it was being sent: too large (413) or malformed (400).
 fn client_body_error(e: &(dyn std::error::Error + 'static), ctx: &Ctx) -> GatewayError {
-    if ctx.body.too_large() || has::<BodyTooLarge>(e) {
+    if ctx.body_too_large() || has::<BodyTooLarge>(e) {
         GatewayError::PayloadTooLarge
     } else {
         GatewayError::BadRequest("malformed request body")
@@ -175,7 +175,7 @@ async fn call_h2(
             Ok(resp)
         }
         Ok(Err(e)) => {
-            if ctx.body.too_large() || has::<ClientBodyError>(&e) {
+            if ctx.body_too_large() || has::<ClientBodyError>(&e) {
                 // The client's own body was too large or malformed: its fault, not the
                 // upstream's.
                 return Err(client_body_error(&e, ctx));

@@ -251,7 +251,7 @@ async fn collect(body: Body, ctx: &Ctx) -> Result<Bytes, GatewayError> {
     match http_body_util::BodyExt::collect(body).await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => {
-            if ctx.body.too_large() {
+            if ctx.body_too_large() {
                 Err(GatewayError::PayloadTooLarge)
             } else if e.is::<crate::body::ClientBodyError>() {
                 Err(GatewayError::BadRequest("malformed request body"))
