@@ -681,6 +681,14 @@ LABELS = {
 }
 
 
+def table(title, head, rows):
+    """A markdown section: `title` (with its `#`s), then the table; `head` is (name, align)
+    pairs, align `l` or `r`."""
+    return [f"{title}\n", "| " + " | ".join(n for n, _ in head) + " |",
+            "|" + "|".join("---:" if a == "r" else "---" for _, a in head) + "|",
+            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows), ""]
+
+
 def summary(results):
     L = []
     L.append(f"# Gatehouse benchmark: {results['label']}\n")
@@ -722,49 +730,42 @@ def summary(results):
                       f"{mib(t['peak_rss_kib']) if t else 'n/a'} | {t.get('errors', 'n/a')} |")
         L.append("")
     if results.get("throughput_paired"):
-        L.append("### Against nginx, repetition by repetition\n")
-        L.append("| subject | req/s ÷ nginx's (median) | ahead of nginx in | CPU/request ÷ nginx's (median) | per repetition |")
-        L.append("|---|---:|---:|---:|---|")
-        for k, r in results["throughput_paired"].items():
-            L.append(f"| {LABELS[k]} | {r['rps_ratio_median']:.3f} | {r['ahead']} of {r['reps']} | "
-                     f"{r['cpu_ratio_median']:.3f} | {', '.join(f'{x:.2f}' for x in r['rps_ratios'])} |")
-        L.append("")
+        L += table("### Against nginx, repetition by repetition",
+                   [("subject", "l"), ("req/s ÷ nginx's (median)", "r"), ("ahead of nginx in", "r"),
+                    ("CPU/request ÷ nginx's (median)", "r"), ("per repetition", "l")],
+                   [(LABELS[k], f"{r['rps_ratio_median']:.3f}", f"{r['ahead']} of {r['reps']}",
+                     f"{r['cpu_ratio_median']:.3f}", ", ".join(f"{x:.2f}" for x in r["rps_ratios"]))
+                    for k, r in results["throughput_paired"].items()])
     if "syscalls" in results:
-        L.append(f"## System calls per request (strace -f -c, {results['syscalls_params']['requests']} requests)\n")
-        L.append("| subject | syscalls/request | largest | TCP segments/request (loopback, all parties) |")
-        L.append("|---|---:|---|---:|")
-        for k, r in results["syscalls"].items():
-            top = ", ".join(f"{n} {c:.2f}" for n, c in r["top"].items())
-            segs = r.get("segments", {}).get("out_segs")
-            L.append(f"| {LABELS[k]} | {r['per_request']:.2f} | {top} | {segs:.2f} |" if segs is not None
-                     else f"| {LABELS[k]} | {r['per_request']:.2f} | {top} | n/a |")
-        L.append("")
+        def segs(r):
+            v = r.get("segments", {}).get("out_segs")
+            return "n/a" if v is None else f"{v:.2f}"
+        L += table(f"## System calls per request (strace -f -c, {results['syscalls_params']['requests']} requests)",
+                   [("subject", "l"), ("syscalls/request", "r"), ("largest", "l"),
+                    ("TCP segments/request (loopback, all parties)", "r")],
+                   [(LABELS[k], f"{r['per_request']:.2f}", ", ".join(f"{n} {c:.2f}" for n, c in r["top"].items()),
+                     segs(r)) for k, r in results["syscalls"].items()])
     if "routes" in results:
-        L.append("## Route scale (Gatehouse, access log off)\n")
-        L.append("| routes | req/s (median) | vs 1 route | instr/req user | RSS MiB |")
-        L.append("|---:|---:|---:|---:|---:|")
-        for n, r in results["routes"].items():
-            L.append(f"| {int(n):,} | {fmt_int(r['rps_median'])} | {r['vs_first'] * 100:.1f}% | "
-                     f"{fmt_int(r.get('instr_user'))} | {mib(r['rss_kib'])} |")
-        L.append("")
+        L += table("## Route scale (Gatehouse, access log off)",
+                   [("routes", "r"), ("req/s (median)", "r"), ("vs 1 route", "r"), ("instr/req user", "r"),
+                    ("RSS MiB", "r")],
+                   [(f"{int(n):,}", fmt_int(r["rps_median"]), f"{r['vs_first'] * 100:.1f}%",
+                     fmt_int(r.get("instr_user")), mib(r["rss_kib"])) for n, r in results["routes"].items()])
     if "idle" in results:
-        L.append(f"## Idle keep-alive connections (each served one request, then idle {ARGS.idle_settle} s)\n")
-        L.append("| server | connections | RSS before MiB | RSS after MiB | KiB per connection | vs nginx |")
-        L.append("|---|---:|---:|---:|---:|---:|")
         ng = results["idle"].get("nginx", {}).get("kib_per_conn")
-        for k, r in results["idle"].items():
-            rel = f"{r['kib_per_conn'] / ng:.2f}x" if ng else "n/a"
-            L.append(f"| {k} | {r['opened']:,} | {mib(r['rss_before_kib'])} | {mib(r['rss_after_kib'])} | "
-                     f"{r['kib_per_conn']:.2f} | {rel} |")
-        L.append("")
+        L += table(f"## Idle keep-alive connections (each served one request, then idle {ARGS.idle_settle} s)",
+                   [("server", "l"), ("connections", "r"), ("RSS before MiB", "r"), ("RSS after MiB", "r"),
+                    ("KiB per connection", "r"), ("vs nginx", "r")],
+                   [(k, f"{r['opened']:,}", mib(r["rss_before_kib"]), mib(r["rss_after_kib"]),
+                     f"{r['kib_per_conn']:.2f}", f"{r['kib_per_conn'] / ng:.2f}x" if ng else "n/a")
+                    for k, r in results["idle"].items()])
     if "reload" in results:
         r = results["reload"]
-        L.append(f"## {r['routes']:,}-route file\n")
-        L.append("| startup to first 200 s | reload (POST /reload) ms, median | RSS after start MiB | RSS after reloads MiB | peak RSS MiB |")
-        L.append("|---:|---:|---:|---:|---:|")
-        L.append(f"| {r['startup_s']:.2f} | {r['reload_s_median'] * 1000:.0f} | {mib(r['rss_after_start_kib'])} | "
-                 f"{mib(r['rss_after_reloads_kib'])} | {mib(r['peak_rss_kib'])} |")
-        L.append("")
+        L += table(f"## {r['routes']:,}-route file",
+                   [("startup to first 200 s", "r"), ("reload (POST /reload) ms, median", "r"),
+                    ("RSS after start MiB", "r"), ("RSS after reloads MiB", "r"), ("peak RSS MiB", "r")],
+                   [(f"{r['startup_s']:.2f}", f"{r['reload_s_median'] * 1000:.0f}", mib(r["rss_after_start_kib"]),
+                     mib(r["rss_after_reloads_kib"]), mib(r["peak_rss_kib"]))])
     return "\n".join(L)
 
 

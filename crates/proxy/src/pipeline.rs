@@ -28,7 +28,7 @@ use crate::body::{
     self, Body, BodyEnd, GatewayFields, LimitedBody, OnComplete, RequestBody, ResponseBody,
     ResponseInner,
 };
-use crate::context::Ctx;
+use crate::context::{BodyStats, Ctx};
 use crate::gateway::{Active, Shared};
 use gatehouse_core::auth::{AuthRequirement, KeySource, ProviderKind};
 use gatehouse_core::Snapshot;
@@ -466,7 +466,7 @@ async fn admit(
     // No body, nothing to count or box (`out.body` starts empty: a box of nothing is no
     // allocation).
     if !matches!(body, RequestBody::Empty) {
-        let stats = Arc::new(crate::context::BodyStats::default());
+        let stats = Arc::new(BodyStats::default());
         ctx.body = Some(stats.clone());
         let body = LimitedBody::new(body, route.max_body, stats);
         out.body = http_body_util::BodyExt::boxed_unsync(body);

@@ -160,6 +160,14 @@ mod tests {
         }
     }
 
+    /// A breaker of one slot, and that slot.
+    async fn one_slot_taken() -> (Arc<Breaker>, Permit) {
+        let b = Arc::new(Breaker::default());
+        b.resize(1);
+        let held = b.acquire(&cfg(0)).await.expect("slot");
+        (b, held)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn shrinking_below_in_flight_holds_the_new_limit() {
         let b = Breaker::default();
@@ -170,26 +178,21 @@ mod tests {
             taken.push(b.acquire(&c).await.expect("slot"));
         }
         b.resize(1);
-        assert_eq!(b.acquire(&cfg(0)).await.err(), Some(Rejected::QueueFull));
+        assert_eq!(b.acquire(&c).await.err(), Some(Rejected::QueueFull));
         let mut taken = taken.into_iter();
         drop(taken.next());
         drop(taken.next());
         assert_eq!(b.in_flight(), 1);
-        assert_eq!(b.acquire(&cfg(0)).await.err(), Some(Rejected::QueueFull));
+        assert_eq!(b.acquire(&c).await.err(), Some(Rejected::QueueFull));
         drop(taken.next());
         assert_eq!(b.in_flight(), 0);
-        let _p = b
-            .acquire(&cfg(0))
-            .await
-            .expect("a slot under the new limit");
+        let _p = b.acquire(&c).await.expect("a slot under the new limit");
         assert_eq!(b.in_flight(), 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_waiter_gets_the_slot_a_resize_adds() {
-        let b = Arc::new(Breaker::default());
-        b.resize(1);
-        let _held = b.acquire(&cfg(1)).await.expect("slot");
+        let (b, _held) = one_slot_taken().await;
         let b2 = b.clone();
         let waiter = tokio::spawn(async move { b2.acquire(&cfg(1)).await.map(|_| ()) });
         tokio::task::yield_now().await;
@@ -201,9 +204,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn slots_given_back_reach_every_waiter() {
-        let b = Arc::new(Breaker::default());
-        b.resize(1);
-        let held = b.acquire(&cfg(4)).await.expect("slot");
+        let (b, held) = one_slot_taken().await;
         let waiters: Vec<_> = (0..4)
             .map(|_| {
                 let b = b.clone();
