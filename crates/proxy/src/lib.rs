@@ -13,6 +13,7 @@ pub mod runtime;
 pub mod server;
 pub mod upgrade;
 pub mod upstream;
+pub mod watch;
 
 pub use gateway::{Gateway, GatewayOptions, Shared};
 pub use runtime::{ReloadSource, Runtime};

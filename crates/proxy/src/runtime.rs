@@ -54,7 +54,7 @@ pub struct Runtime {
     status: Mutex<ReloadStatus>,
     audit: Mutex<VecDeque<AuditEntry>>,
     ready: AtomicBool,
-    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    watcher: Mutex<Option<crate::watch::DirWatch>>,
 }
 
 /// Compiles YAML text into a snapshot. Relative file paths (certificates) resolve against
@@ -241,32 +241,15 @@ impl Runtime {
         }
     }
 
-    /// Watches the config file's directory (editors and Kubernetes replace files by
-    /// rename, which a watch on the file itself would miss) and reloads on change.
+    /// Watches the config file's directory ([`crate::watch`]) and reloads on change.
     pub fn watch(self: &Arc<Self>) -> Result<(), String> {
-        use notify::Watcher;
         let Some(path) = self.config_path.clone() else {
             return Ok(());
         };
         let dir = base_dir_of(&path).to_path_buf();
         let file_name = path.file_name().map(|f| f.to_os_string());
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if let Ok(ev) = ev {
-                let relevant = ev
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name() == file_name.as_deref());
-                if relevant && !matches!(ev.kind, notify::EventKind::Access(_)) {
-                    let _ = tx.send(());
-                }
-            }
-        })
-        .map_err(|e| e.to_string())?;
-        watcher
-            .watch(&dir, notify::RecursiveMode::NonRecursive)
-            .map_err(|e| e.to_string())?;
-        *lock(&self.watcher) = Some(watcher);
+        *lock(&self.watcher) = Some(crate::watch::watch_dir(&dir, file_name, tx)?);
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             while rx.recv().await.is_some() {

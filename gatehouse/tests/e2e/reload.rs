@@ -76,6 +76,85 @@ async fn f10_file_change_is_picked_up_by_the_watcher() {
     );
 }
 
+/// A Kubernetes ConfigMap volume: `gatehouse.yaml -> ..data/gatehouse.yaml` and
+/// `..data -> ..<timestamp>/`. An update writes a new timestamped directory and renames a new
+/// `..data` link over the old one: no event names the config file itself.
+#[tokio::test]
+async fn f10_configmap_update_is_picked_up_by_the_watcher() {
+    use std::os::unix::fs::symlink;
+    let up = EchoUpstream::start("u").await.expect("u");
+    let gw = TestGateway::start(&versioned(&up.url(), "v1", ""))
+        .await
+        .expect("gw");
+    let dir = gw.dir().to_path_buf();
+    let stage = |name: &str, version: &str| {
+        std::fs::create_dir(dir.join(name)).expect("mkdir");
+        std::fs::write(
+            dir.join(name).join("gatehouse.yaml"),
+            versioned(&up.url(), version, ""),
+        )
+        .expect("write");
+    };
+    stage("..2026_12_01_00_00_00.1", "v2");
+    symlink("..2026_12_01_00_00_00.1", dir.join("..data")).expect("link ..data");
+    symlink("..data/gatehouse.yaml", dir.join("link.tmp")).expect("link");
+    std::fs::rename(dir.join("link.tmp"), gw.config_path()).expect("rename");
+    gw.runtime.watch().expect("watch");
+    let before = gw.version();
+    // Not reloaded yet: the layout was made before the watch started.
+    assert_eq!(config_of(&gw).await, "v1");
+
+    stage("..2026_12_01_00_05_00.2", "v3");
+    symlink("..2026_12_01_00_05_00.2", dir.join("..data_tmp")).expect("link ..data_tmp");
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("swap");
+    assert!(
+        wait_for(Duration::from_secs(10), || gw.version() != before).await,
+        "watcher did not see the ConfigMap swap"
+    );
+    assert_eq!(config_of(&gw).await, "v3");
+    assert_eq!(
+        gw.runtime.audit().last().expect("entry").source,
+        gatehouse_proxy::ReloadSource::File
+    );
+}
+
+/// Other files changing next to the config file do not reload it.
+#[tokio::test]
+async fn f10_other_files_in_the_directory_do_not_reload() {
+    let up = EchoUpstream::start("u").await.expect("u");
+    let gw = TestGateway::start(&versioned(&up.url(), "v1", ""))
+        .await
+        .expect("gw");
+    gw.runtime.watch().expect("watch");
+    let entries = gw.runtime.audit().len();
+    for i in 0..5 {
+        std::fs::write(gw.dir().join(format!("other-{i}.yaml")), "x: 1\n").expect("write");
+        std::fs::rename(
+            gw.dir().join(format!("other-{i}.yaml")),
+            gw.dir().join("moved.yaml"),
+        )
+        .expect("rename");
+    }
+    // Past the 150 ms debounce: a reload would have added an entry ("no effective change").
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        gw.runtime.audit().len(),
+        entries,
+        "{:?}",
+        gw.runtime.audit().last()
+    );
+    // ... and the watch is live: the config file itself is seen.
+    gw.write_config(&versioned(&up.url(), "v2", ""))
+        .expect("write");
+    assert!(
+        wait_for(Duration::from_secs(10), || gw.runtime.audit().len()
+            > entries)
+        .await,
+        "watcher did not reload"
+    );
+    assert_eq!(config_of(&gw).await, "v2");
+}
+
 #[tokio::test]
 async fn f10_bad_files_are_rejected_and_old_config_keeps_serving() {
     let up = EchoUpstream::start("u").await.expect("u");
