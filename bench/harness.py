@@ -16,6 +16,7 @@ processes this script started are stopped, by PID.
 
 import argparse
 import atexit
+import concurrent.futures
 import datetime
 import json
 import os
@@ -32,6 +33,8 @@ import time
 import urllib.request
 from pathlib import Path
 from string import Template
+
+import hot_functions
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -439,7 +442,8 @@ def callgrind_count(name, start_fn, cg_dir, profile=True):
     out_file = cg_dir / f"{name}.%p"
     wrap = ("valgrind", "--tool=callgrind", f"--dump-instr={'yes' if ARGS.dump_instr else 'no'}",
             f"--callgrind-out-file={out_file}",
-            *(("--cache-sim=yes", "--branch-sim=yes") if ARGS.cache_sim else ()))
+            *(("--cache-sim=yes", "--branch-sim=yes") if ARGS.cache_sim else ()),
+            *(("--demangle=no",) if ARGS.hot_functions else ()))
     s = start_fn(wrap)
     pid = s.proc.pid
     h2load(s.url, ARGS.instr_warmup, 4, timeout=900, headers=s.headers)
@@ -468,7 +472,7 @@ def callgrind_count(name, start_fn, cg_dir, profile=True):
         (Path(ARGS.out) / f"profile-{name}-inclusive.txt").write_text(top_incl)
     stop(s.proc, grace=60)
     return {"user": per_req, "kernel": None, "counter": "callgrind",
-            "busy_ir": busy_ir, "idle_ir": idle_ir, "wall_s": wall}
+            "busy_ir": busy_ir, "idle_ir": idle_ir, "wall_s": wall, "dump": str(busy)}
 
 
 def section_instructions(upstream, results):
@@ -505,6 +509,10 @@ def section_instructions(upstream, results):
             stop(s.proc)
             continue
         out[kind] = callgrind_count(kind, lambda wrap, k=kind: start_subject(k, upstream.port, wrap=wrap), cg_dir)
+    if ARGS.hot_functions:
+        dumps = [out[k]["dump"] for k in ("gatehouse", "gatehouse-chain") if k in out]
+        n = hot_functions.write(ROOT / "gatehouse/hot-functions.txt", ARGS.instr_requests, dumps)
+        log(f"gatehouse/hot-functions.txt: {n} functions (the release build's link order; rebuild to use it)")
     results["instructions"] = out
     results["instructions_params"] = {"requests": ARGS.instr_requests, "warmup": ARGS.instr_warmup, "counter": mode}
 
@@ -562,6 +570,111 @@ def section_syscalls(upstream, results):
         log(f"syscalls {kind:20s} {out[kind]['per_request']:.2f}/request  {out[kind]['top']}  segments {segs}")
     results["syscalls"] = out
     results["syscalls_params"] = {"requests": ARGS.instr_requests}
+
+
+def section_headtohead(upstream, results):
+    """nginx and Gatehouse on the server's core at the same time, each loaded by its own wrk
+    with half the connections: the two share the core (and the upstream, and the client's
+    core) under the same conditions at the same moment, so the machine's drift from one run
+    to the next, which moves separate runs by ±15 %, cancels out of the ratio. Whichever does
+    less work per request serves more of them in its share of the core."""
+    report = TEMPLATES / "report.lua"
+    pair = [start_subject("nginx", upstream.port), start_subject("gatehouse", upstream.port)]
+    half = ARGS.connections // 2
+    for s in pair:
+        wrk(s.url, 2, half, [report])
+    rows = []
+    for rep in range(ARGS.reps):
+        t0 = [cpu_ticks(s.proc.pid) for s in pair]
+        with concurrent.futures.ThreadPoolExecutor(2) as ex:
+            runs = list(ex.map(lambda s: wrk(s.url, ARGS.duration, half, [report]), pair))
+        t1 = [cpu_ticks(s.proc.pid) for s in pair]
+        row = {}
+        for s, d, a, b in zip(pair, runs, t0, t1):
+            per_req = 1e6 / CLK_TCK / max(1, d["requests"])
+            row[s.name] = {"rps": d["rps"], "cpu_us": (b[0] - a[0] + b[1] - a[1]) * per_req,
+                           "user_us": (b[0] - a[0]) * per_req, "errors": d["errors"]}
+        row["rps_ratio"] = row["gatehouse"]["rps"] / row["nginx"]["rps"]
+        row["cpu_ratio"] = row["gatehouse"]["cpu_us"] / row["nginx"]["cpu_us"]
+        rows.append(row)
+        n, g = row["nginx"], row["gatehouse"]
+        log(f"head-to-head {rep + 1}/{ARGS.reps}: nginx {n['rps']:7.0f} req/s cpu {n['cpu_us']:.2f} us "
+            f"(user {n['user_us']:.2f}); gatehouse {g['rps']:7.0f} req/s cpu {g['cpu_us']:.2f} us "
+            f"(user {g['user_us']:.2f}); req/s ratio {row['rps_ratio']:.3f}, CPU ratio {row['cpu_ratio']:.3f}")
+    for s in pair:
+        stop(s.proc)
+    med = statistics.median
+    results["headtohead"] = {
+        "reps": rows,
+        "rps_ratio_median": med(r["rps_ratio"] for r in rows),
+        "rps_ratio_min": min(r["rps_ratio"] for r in rows),
+        "rps_ratio_max": max(r["rps_ratio"] for r in rows),
+        "cpu_ratio_median": med(r["cpu_ratio"] for r in rows),
+        "ahead": sum(r["rps_ratio"] >= 1.0 for r in rows),
+        **{f"{k}_{f}_median": med(r[k][f] for r in rows) for k in ("nginx", "gatehouse")
+           for f in ("rps", "cpu_us", "user_us")},
+    }
+    results["headtohead_params"] = {"reps": ARGS.reps, "duration_s": ARGS.duration, "connections_each": half}
+
+
+def section_profile(upstream, results):
+    """Where the server's core spends its time under load: `perf record -e cpu-clock` (a
+    timer, so it works without a PMU and counts cache misses and stalls as time, which an
+    instruction count cannot) on the server's core while wrk saturates the subject. Samples
+    become microseconds per request, split into user space and kernel, per symbol."""
+    freq = 4000
+    out = {}
+    report = TEMPLATES / "report.lua"
+    # Not in ARGS.tmp: Gatehouse watches its config file's directory, and perf writing there
+    # as it samples would wake the watcher thread on the measured core.
+    perf_dir = Path(tempfile.mkdtemp(prefix="gatehouse-perf-"))
+    atexit.register(shutil.rmtree, perf_dir, True)
+    for kind in [k for k in ARGS.instr_subjects if k != "direct"]:
+        s = start_subject(kind, upstream.port)
+        wrk(s.url, 2, ARGS.connections, [report], headers=s.headers)
+        data = perf_dir / f"perf-{kind}.data"
+        perf = start(["taskset", "-c", CLIENT_CORE, "perf", "record", "-q", "-e", "cpu-clock", "-F", str(freq),
+                      "-C", SERVER_CORE, "-o", data], f"perf-record:{kind}", stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        d = wrk(s.url, ARGS.duration, ARGS.connections, [report], headers=s.headers)
+        os.kill(perf.pid, signal.SIGINT)
+        perf.wait(timeout=60)
+        STARTED.remove(perf)
+        stop(s.proc)
+        rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "-n", "--no-children", "--sort",
+                              "comm,dso,sym", "--percent-limit", "0"], capture_output=True, text=True,
+                             timeout=300).stdout
+        us_per_sample = 1e6 / freq / d["requests"]
+        # The serving thread only (Gatehouse's config watcher thread is `notify-rs inoti`).
+        mine = "nginx" if kind == "nginx" else "gatehouse"
+        user = kernel = other = 0.0
+        syms = []
+        for line in rep.splitlines():
+            # `  12.34%  1234  comm  dso  [k] symbol`
+            m = re.match(r"\s*[\d.]+%\s+(\d+)\s+(\S+)\s+(\S+)\s+\[(.)\]\s+(.*)", line)
+            if not m:
+                continue
+            n, comm, dso, mode, sym = int(m.group(1)), m.group(2), m.group(3), m.group(4), m.group(5).strip()
+            us = n * us_per_sample
+            if comm != mine:
+                other += us  # other threads, softirq in swapper, kworkers
+                continue
+            if mode == "k":
+                kernel += us
+            else:
+                user += us
+            syms.append((us, mode, dso.split("/")[-1], sym))
+        syms.sort(reverse=True)
+        top = [x for x in syms if x[1] != "k"][:15] + [x for x in syms if x[1] == "k"][:10]
+        out[kind] = {"user_us": user, "kernel_us": kernel, "other_us": other, "rps": d["rps"],
+                     "top": [{"us": round(u, 3), "mode": m, "dso": o, "sym": y[:90]} for u, m, o, y in top]}
+        (Path(ARGS.out) / f"perf-{kind}.txt").write_text(rep)
+        log(f"profile {kind:16} user {user:.2f} us/req  kernel {kernel:.2f}  other on its core {other:.2f}  "
+            f"({d['rps']:.0f} req/s)")
+        for u, m, o, y in top:
+            log(f"    {u:6.3f} us  [{m}] {o:20.20} {y[:80]}")
+    results["profile"] = out
+    results["profile_params"] = {"freq_hz": freq, "duration_s": ARGS.duration}
 
 
 def section_routes(upstream, results):
@@ -696,6 +809,11 @@ def summary(results):
              f"gatehouse `{results['gatehouse_commit']}`\n")
     L.append(f"Pinned: server under test on core {SERVER_CORE}; wrk/h2load and the upstream on core {CLIENT_CORE}. "
              "Loopback, HTTP/1.1 keep-alive.\n")
+    lo = results.get("link_order")
+    if lo:
+        L.append(f"Link order (`gatehouse/hot-functions.txt`): {lo['found']} of {lo['listed']} listed functions "
+                 "found in the binary" + (" (**stale**: regenerate with `--hot-functions`, then rebuild)"
+                                          if lo["found"] < 0.9 * lo["listed"] else "") + ".\n")
     tp = results.get("throughput", {})
     ins = results.get("instructions", {})
     if tp or ins:
@@ -736,6 +854,26 @@ def summary(results):
                    [(LABELS[k], f"{r['rps_ratio_median']:.3f}", f"{r['ahead']} of {r['reps']}",
                      f"{r['cpu_ratio_median']:.3f}", ", ".join(f"{x:.2f}" for x in r["rps_ratios"]))
                     for k, r in results["throughput_paired"].items()])
+    if "headtohead" in results:
+        h, hp = results["headtohead"], results["headtohead_params"]
+        L += table(f"### Head to head: nginx and Gatehouse on core {SERVER_CORE} at once, "
+                   f"{hp['connections_each']} connections each, {hp['reps']} runs of {hp['duration_s']} s",
+                   [("", "l"), ("nginx", "r"), ("Gatehouse", "r"), ("Gatehouse ÷ nginx", "r")],
+                   [("req/s (median)", fmt_int(h["nginx_rps_median"]), fmt_int(h["gatehouse_rps_median"]),
+                     f"**{h['rps_ratio_median']:.3f}** (runs {h['rps_ratio_min']:.3f}–{h['rps_ratio_max']:.3f}; "
+                     f"ahead in {h['ahead']} of {len(h['reps'])})"),
+                    ("CPU µs/request (median)", f"{h['nginx_cpu_us_median']:.2f}", f"{h['gatehouse_cpu_us_median']:.2f}",
+                     f"{h['cpu_ratio_median']:.3f}"),
+                    ("of which user space", f"{h['nginx_user_us_median']:.2f}", f"{h['gatehouse_user_us_median']:.2f}",
+                     f"{h['gatehouse_user_us_median'] / h['nginx_user_us_median']:.3f}")])
+    if "profile" in results:
+        pr = results["profile"]
+        L += table(f"## Time on the server's core (perf record -e cpu-clock at {results['profile_params']['freq_hz']} Hz, "
+                   "under wrk, µs per request)",
+                   [("subject", "l"), ("user", "r"), ("kernel", "r"), ("largest in user space", "l")],
+                   [(LABELS[k], f"{r['user_us']:.2f}", f"{r['kernel_us']:.2f}",
+                     ", ".join(f"`{t['sym'][:48]}` {t['us']:.2f}" for t in r["top"] if t["mode"] != "k")[:400])
+                    for k, r in pr.items()])
     if "syscalls" in results:
         def segs(r):
             v = r.get("segments", {}).get("out_segs")
@@ -786,7 +924,7 @@ def main():
     ap.add_argument("--gatehouse", default=str(ROOT / "target/release/gatehouse"))
     ap.add_argument("--out", default=str(BENCH / "out"))
     ap.add_argument("--label", default="run")
-    ap.add_argument("--sections", default="throughput,instructions,syscalls,routes,idle,reload")
+    ap.add_argument("--sections", default="throughput,headtohead,profile,instructions,syscalls,routes,idle,reload")
     ap.add_argument("--instr-subjects", default="direct,nginx,gatehouse,gatehouse-chain")
     ap.add_argument("--counter", choices=["auto", "perf", "callgrind"], default="auto")
     ap.add_argument("--reps", type=int)
@@ -803,6 +941,9 @@ def main():
                     help="callgrind also simulates caches and branches (the dumps' totals: misses per request)")
     ap.add_argument("--dump-instr", action="store_true",
                     help="callgrind costs per instruction address (for bench/cg_lines.py)")
+    ap.add_argument("--hot-functions", action="store_true",
+                    help="write gatehouse/hot-functions.txt (the release binary's link order) from the callgrind "
+                         "dumps of gatehouse and gatehouse-chain (section instructions; implies --counter callgrind)")
     ap.add_argument("--idle-conns", type=int, default=10000)
     ap.add_argument("--idle-settle", type=int, default=5, help="seconds idle before RSS is read")
     ap.add_argument("--reload-routes", type=int, default=10000)
@@ -822,6 +963,8 @@ def main():
     ARGS.route_counts = [int(x) for x in ARGS.route_counts.split(",")]
     ARGS.instr_subjects = ARGS.instr_subjects.split(",")
     sections = ARGS.sections.split(",")
+    if ARGS.hot_functions:
+        ARGS.counter = "callgrind"
     if ARGS.counter == "auto":
         ARGS.counter = "perf" if has_pmu() else "callgrind"
     ARGS.tmp = tempfile.mkdtemp(prefix="gatehouse-bench-")
@@ -842,6 +985,7 @@ def main():
         "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{os.cpu_count()} cores ({cpu}), Linux {platform.release()}, {nginx_v}",
         "gatehouse_commit": commit,
+        "link_order": hot_functions.matched(ROOT / "gatehouse/hot-functions.txt", ARGS.gatehouse),
     }
     json_path = Path(ARGS.out) / f"results-{ARGS.label}.json"
     upstream = start_upstream()
