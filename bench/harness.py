@@ -176,6 +176,14 @@ def cpu_ticks(pid):
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def cpu_per_request(t0, t1, run):
+    """(CPU µs per request, of which user, core busy fraction) between two `cpu_ticks` of the
+    server around a wrk `run`."""
+    user, system = t1[0] - t0[0], t1[1] - t0[1]
+    per_req = 1e6 / CLK_TCK / max(1, run["requests"])
+    return (user + system) * per_req, user * per_req, (user + system) / CLK_TCK / (run["duration_us"] / 1e6)
+
+
 # ---------------------------------------------------------------- load generators
 
 
@@ -365,11 +373,8 @@ def section_throughput(upstream, results):
             t0 = cpu_ticks(s.proc.pid)
             d = wrk(s.url, ARGS.duration, ARGS.connections, [report], headers=s.headers)
             t1 = cpu_ticks(s.proc.pid)
-            user, system = t1[0] - t0[0], t1[1] - t0[1]
             # CPU (user + system) of the server per request, and how busy its core was.
-            per_req = 1e6 / CLK_TCK / max(1, d["requests"])
-            d["cpu_us"], d["user_us"] = (user + system) * per_req, user * per_req
-            d["busy"] = (user + system) / CLK_TCK / (d["duration_us"] / 1e6)
+            d["cpu_us"], d["user_us"], d["busy"] = cpu_per_request(t0, t1, d)
             d["faults"] = (t1[2] - t0[2]) / max(1, d["requests"])
             d["switches"] = (t1[3] - t0[3]) / max(1, d["requests"])
             if s.name == "direct":
@@ -591,9 +596,8 @@ def section_headtohead(upstream, results):
         t1 = [cpu_ticks(s.proc.pid) for s in pair]
         row = {}
         for s, d, a, b in zip(pair, runs, t0, t1):
-            per_req = 1e6 / CLK_TCK / max(1, d["requests"])
-            row[s.name] = {"rps": d["rps"], "cpu_us": (b[0] - a[0] + b[1] - a[1]) * per_req,
-                           "user_us": (b[0] - a[0]) * per_req, "errors": d["errors"]}
+            cpu, user, _ = cpu_per_request(a, b, d)
+            row[s.name] = {"rps": d["rps"], "cpu_us": cpu, "user_us": user, "errors": d["errors"]}
         row["rps_ratio"] = row["gatehouse"]["rps"] / row["nginx"]["rps"]
         row["cpu_ratio"] = row["gatehouse"]["cpu_us"] / row["nginx"]["cpu_us"]
         rows.append(row)
@@ -611,6 +615,7 @@ def section_headtohead(upstream, results):
         "rps_ratio_max": max(r["rps_ratio"] for r in rows),
         "cpu_ratio_median": med(r["cpu_ratio"] for r in rows),
         "ahead": sum(r["rps_ratio"] >= 1.0 for r in rows),
+        "errors": sum(r[k]["errors"] for r in rows for k in ("nginx", "gatehouse")),
         **{f"{k}_{f}_median": med(r[k][f] for r in rows) for k in ("nginx", "gatehouse")
            for f in ("rps", "cpu_us", "user_us")},
     }
@@ -626,7 +631,7 @@ def section_profile(upstream, results):
     out = {}
     report = TEMPLATES / "report.lua"
     # Not in ARGS.tmp: Gatehouse watches its config file's directory, and perf writing there
-    # as it samples would wake the watcher thread on the measured core.
+    # as it samples would wake that watch (read by the serving thread) on the measured core.
     perf_dir = Path(tempfile.mkdtemp(prefix="gatehouse-perf-"))
     atexit.register(shutil.rmtree, perf_dir, True)
     for kind in [k for k in ARGS.instr_subjects if k != "direct"]:
@@ -645,7 +650,7 @@ def section_profile(upstream, results):
                               "comm,dso,sym", "--percent-limit", "0"], capture_output=True, text=True,
                              timeout=300).stdout
         us_per_sample = 1e6 / freq / d["requests"]
-        # The serving thread only (Gatehouse's config watcher thread is `notify-rs inoti`).
+        # The serving thread only (the chain's access-log writer thread counts as other).
         mine = "nginx" if kind == "nginx" else "gatehouse"
         user = kernel = other = 0.0
         syms = []
@@ -865,7 +870,8 @@ def summary(results):
                     ("CPU µs/request (median)", f"{h['nginx_cpu_us_median']:.2f}", f"{h['gatehouse_cpu_us_median']:.2f}",
                      f"{h['cpu_ratio_median']:.3f}"),
                     ("of which user space", f"{h['nginx_user_us_median']:.2f}", f"{h['gatehouse_user_us_median']:.2f}",
-                     f"{h['gatehouse_user_us_median'] / h['nginx_user_us_median']:.3f}")])
+                     f"{h['gatehouse_user_us_median'] / h['nginx_user_us_median']:.3f}"),
+                    ("errors (both)", "", "", str(h.get("errors", "n/a")))])
     if "profile" in results:
         pr = results["profile"]
         L += table(f"## Time on the server's core (perf record -e cpu-clock at {results['profile_params']['freq_hz']} Hz, "

@@ -12,8 +12,9 @@ at the start of `.text`: the request path's ~280 KiB of code then sits on ~70 pa
 ~145 spread over 11 MiB (fewer iTLB and L2 misses; bench/RESULTS.md, round 10).
 
 Normally run through the harness: `bench/run.sh --sections instructions --hot-functions`.
-Names that no longer exist (a function renamed, inlined differently, a dependency updated)
-are ignored by the linker; regenerate after changes to the request path."""
+Names that no longer exist are ignored by the linker. Mangled names carry hashes that move
+when a dependency or the compiler changes (and with renames or new inlining on the request
+path): regenerate then; every harness summary says how many listed names the binary has."""
 import subprocess
 import sys
 
