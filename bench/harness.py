@@ -330,11 +330,11 @@ def start_nginx_proxy(upstream_port, wrap=()):
     return Subject("nginx", port, p)
 
 
-def start_gatehouse(name, upstream_port, access_log=False, routes=1, wrap=(), chain=False):
+def start_gatehouse(name, upstream_port, access_log=False, routes=1, wrap=(), chain=False, binary=None):
     port, admin = free_port(), free_port()
     cfg = gatehouse_yaml(f"{name}-{port}", port, admin, upstream_port, routes=routes, chain=chain)
     errlog = open(Path(ARGS.tmp) / f"{name}-{port}.stderr", "w")
-    p = start(["taskset", "-c", SERVER_CORE, *wrap, ARGS.gatehouse, "run", "-c", cfg, "--workers", "1",
+    p = start(["taskset", "-c", SERVER_CORE, *wrap, binary or ARGS.gatehouse, "run", "-c", cfg, "--workers", "1",
                "--access-log", "stdout" if access_log else "off"],
               f"{name}:{port}", stderr=errlog, env={**os.environ, "RUST_LOG": "warn"})
     s = Subject(name, port, p, admin, headers={"Authorization": f"Bearer {JWT}"} if chain else None)
@@ -577,49 +577,72 @@ def section_syscalls(upstream, results):
     results["syscalls_params"] = {"requests": ARGS.instr_requests}
 
 
-def section_headtohead(upstream, results):
-    """nginx and Gatehouse on the server's core at the same time, each loaded by its own wrk
-    with half the connections: the two share the core (and the upstream, and the client's
-    core) under the same conditions at the same moment, so the machine's drift from one run
-    to the next, which moves separate runs by ±15 %, cancels out of the ratio. Whichever does
-    less work per request serves more of them in its share of the core."""
+def head_to_head(pair, tag):
+    """Loads the two subjects of `pair` (A, B) at once, each with its own wrk and half the
+    connections, ARGS.reps times; per run and as medians: req/s, CPU µs per request (user),
+    and B's ratios to A."""
     report = TEMPLATES / "report.lua"
-    pair = [start_subject("nginx", upstream.port), start_subject("gatehouse", upstream.port)]
     half = ARGS.connections // 2
     for s in pair:
-        wrk(s.url, 2, half, [report])
+        wrk(s.url, 2, half, [report], headers=s.headers)
     rows = []
     for rep in range(ARGS.reps):
         t0 = [cpu_ticks(s.proc.pid) for s in pair]
         with concurrent.futures.ThreadPoolExecutor(2) as ex:
-            runs = list(ex.map(lambda s: wrk(s.url, ARGS.duration, half, [report]), pair))
+            runs = list(ex.map(lambda s: wrk(s.url, ARGS.duration, half, [report], headers=s.headers), pair))
         t1 = [cpu_ticks(s.proc.pid) for s in pair]
         row = {}
-        for s, d, a, b in zip(pair, runs, t0, t1):
+        for key, d, a, b in zip(("a", "b"), runs, t0, t1):
             cpu, user, _ = cpu_per_request(a, b, d)
-            row[s.name] = {"rps": d["rps"], "cpu_us": cpu, "user_us": user, "errors": d["errors"]}
-        row["rps_ratio"] = row["gatehouse"]["rps"] / row["nginx"]["rps"]
-        row["cpu_ratio"] = row["gatehouse"]["cpu_us"] / row["nginx"]["cpu_us"]
+            row[key] = {"rps": d["rps"], "cpu_us": cpu, "user_us": user, "errors": d["errors"]}
+        row["rps_ratio"] = row["b"]["rps"] / row["a"]["rps"]
+        row["cpu_ratio"] = row["b"]["cpu_us"] / row["a"]["cpu_us"]
         rows.append(row)
-        n, g = row["nginx"], row["gatehouse"]
-        log(f"head-to-head {rep + 1}/{ARGS.reps}: nginx {n['rps']:7.0f} req/s cpu {n['cpu_us']:.2f} us "
-            f"(user {n['user_us']:.2f}); gatehouse {g['rps']:7.0f} req/s cpu {g['cpu_us']:.2f} us "
-            f"(user {g['user_us']:.2f}); req/s ratio {row['rps_ratio']:.3f}, CPU ratio {row['cpu_ratio']:.3f}")
-    for s in pair:
-        stop(s.proc)
+        a, b = row["a"], row["b"]
+        log(f"{tag} {rep + 1}/{ARGS.reps}: A {a['rps']:7.0f} req/s cpu {a['cpu_us']:.2f} us "
+            f"(user {a['user_us']:.2f}); B {b['rps']:7.0f} req/s cpu {b['cpu_us']:.2f} us "
+            f"(user {b['user_us']:.2f}); req/s ratio {row['rps_ratio']:.3f}, CPU ratio {row['cpu_ratio']:.3f}")
     med = statistics.median
-    results["headtohead"] = {
+    return {
         "reps": rows,
         "rps_ratio_median": med(r["rps_ratio"] for r in rows),
         "rps_ratio_min": min(r["rps_ratio"] for r in rows),
         "rps_ratio_max": max(r["rps_ratio"] for r in rows),
         "cpu_ratio_median": med(r["cpu_ratio"] for r in rows),
+        "cpu_ratio_below_1": sum(r["cpu_ratio"] < 1.0 for r in rows),
         "ahead": sum(r["rps_ratio"] >= 1.0 for r in rows),
-        "errors": sum(r[k]["errors"] for r in rows for k in ("nginx", "gatehouse")),
-        **{f"{k}_{f}_median": med(r[k][f] for r in rows) for k in ("nginx", "gatehouse")
+        "errors": sum(r[k]["errors"] for r in rows for k in ("a", "b")),
+        **{f"{k}_{f}_median": med(r[k][f] for r in rows) for k in ("a", "b")
            for f in ("rps", "cpu_us", "user_us")},
     }
-    results["headtohead_params"] = {"reps": ARGS.reps, "duration_s": ARGS.duration, "connections_each": half}
+
+
+def section_headtohead(upstream, results):
+    """Two servers on the server's core at the same time, each loaded by its own wrk with half
+    the connections: the two share the core (and the upstream, and the client's core) under
+    the same conditions at the same moment, so the machine's drift from one run to the next,
+    which moves separate runs by ±15 %, cancels out of the ratio. Whichever does less work per
+    request serves more of them in its share of the core.
+
+    By default nginx (A) against Gatehouse (B). With `--versus BINARY`, A is that Gatehouse
+    binary and B the one under test (`--gatehouse`), both as `--versus-subject`: how a change
+    is measured (an A/A run of one binary against itself: CPU ratio within ±1 %)."""
+    if ARGS.versus:
+        kind = ARGS.versus_subject
+        chain = kind == "gatehouse-chain"
+        pair = [start_gatehouse(f"A-{kind}", upstream.port, access_log=chain, chain=chain, binary=ARGS.versus),
+                start_gatehouse(f"B-{kind}", upstream.port, access_log=chain, chain=chain)]
+        names = [f"`{ARGS.versus}` ({kind})", f"`{ARGS.gatehouse}` ({kind})"]
+    else:
+        pair = [start_subject("nginx", upstream.port), start_subject("gatehouse", upstream.port)]
+        names = ["nginx", "Gatehouse"]
+    try:
+        results["headtohead"] = {"names": names, **head_to_head(pair, "head-to-head")}
+    finally:
+        for s in pair:
+            stop(s.proc)
+    results["headtohead_params"] = {"reps": ARGS.reps, "duration_s": ARGS.duration,
+                                    "connections_each": ARGS.connections // 2}
 
 
 def section_profile(upstream, results):
@@ -683,25 +706,28 @@ def section_profile(upstream, results):
 
 
 def section_routes(upstream, results):
-    """Throughput with 1, 100 and 10,000 routes (must stay flat)."""
-    report = TEMPLATES / "report.lua"
-    subjects = {}
-    for n in ARGS.route_counts:
-        subjects[n] = start_gatehouse(f"gatehouse-{n}routes", upstream.port, routes=n)
-        wrk(subjects[n].url, 2, ARGS.connections, [report])
-    runs = {n: [] for n in subjects}
-    for rep in range(ARGS.reps):
+    """Throughput with 1, 100 and 10,000 routes (must stay flat). Each larger table runs head
+    to head with the 1-route gateway (both on the server core at once, see
+    section_headtohead): in separate runs this machine's req/s drifts by more than the 5 %
+    this section looks for (one full run: 26k to 52k req/s for the same 1-route gateway)."""
+    first, rest = ARGS.route_counts[0], ARGS.route_counts[1:]
+    subjects = {n: start_gatehouse(f"gatehouse-{n}routes", upstream.port, routes=n) for n in ARGS.route_counts}
+    out = {str(n): {} for n in subjects}
+    try:
+        first_rps = []
+        for n in rest:
+            h = head_to_head([subjects[first], subjects[n]], f"routes {first} vs {n}")
+            first_rps += [r["a"]["rps"] for r in h["reps"]]
+            out[str(n)].update({"rps_median": h["b_rps_median"], "vs_first": h["rps_ratio_median"],
+                                "vs_first_min": h["rps_ratio_min"], "vs_first_max": h["rps_ratio_max"],
+                                "cpu_vs_first": h["cpu_ratio_median"], "errors": h["errors"]})
+        out[str(first)].update({"rps_median": statistics.median(first_rps) if first_rps else None,
+                                "vs_first": 1.0, "cpu_vs_first": 1.0})
         for n, s in subjects.items():
-            d = wrk(s.url, ARGS.duration, ARGS.connections, [report])
-            runs[n].append(d["rps"])
-            log(f"routes rep {rep + 1} {n:6} routes {d['rps']:9.0f} req/s")
-    base = statistics.median(runs[ARGS.route_counts[0]])
-    out = {}
-    for n, s in subjects.items():
-        med = statistics.median(runs[n])
-        out[str(n)] = {"rps_median": med, "rps_runs": [round(x) for x in runs[n]],
-                       "vs_first": med / base, "rss_kib": mem_kib(s.proc.pid)["VmRSS"]}
-        stop(s.proc)
+            out[str(n)]["rss_kib"] = mem_kib(s.proc.pid)["VmRSS"]
+    finally:
+        for s in subjects.values():
+            stop(s.proc)
     # Throughput on shared cores swings more than the 5 % this section looks for; the
     # instruction count per request (callgrind) shows whether lookup cost grows with routes.
     if ARGS.counter == "callgrind":
@@ -861,16 +887,18 @@ def summary(results):
                     for k, r in results["throughput_paired"].items()])
     if "headtohead" in results:
         h, hp = results["headtohead"], results["headtohead_params"]
-        L += table(f"### Head to head: nginx and Gatehouse on core {SERVER_CORE} at once, "
+        na, nb = h["names"]
+        L += table(f"### Head to head: A and B on core {SERVER_CORE} at once, "
                    f"{hp['connections_each']} connections each, {hp['reps']} runs of {hp['duration_s']} s",
-                   [("", "l"), ("nginx", "r"), ("Gatehouse", "r"), ("Gatehouse ÷ nginx", "r")],
-                   [("req/s (median)", fmt_int(h["nginx_rps_median"]), fmt_int(h["gatehouse_rps_median"]),
+                   [("", "l"), (f"A: {na}", "r"), (f"B: {nb}", "r"), ("B ÷ A", "r")],
+                   [("req/s (median)", fmt_int(h["a_rps_median"]), fmt_int(h["b_rps_median"]),
                      f"**{h['rps_ratio_median']:.3f}** (runs {h['rps_ratio_min']:.3f}–{h['rps_ratio_max']:.3f}; "
-                     f"ahead in {h['ahead']} of {len(h['reps'])})"),
-                    ("CPU µs/request (median)", f"{h['nginx_cpu_us_median']:.2f}", f"{h['gatehouse_cpu_us_median']:.2f}",
-                     f"{h['cpu_ratio_median']:.3f}"),
-                    ("of which user space", f"{h['nginx_user_us_median']:.2f}", f"{h['gatehouse_user_us_median']:.2f}",
-                     f"{h['gatehouse_user_us_median'] / h['nginx_user_us_median']:.3f}"),
+                     f"B ahead in {h['ahead']} of {len(h['reps'])})"),
+                    ("CPU µs/request (median)", f"{h['a_cpu_us_median']:.2f}", f"{h['b_cpu_us_median']:.2f}",
+                     f"**{h['cpu_ratio_median']:.3f}** (below 1 in {h['cpu_ratio_below_1']} of {len(h['reps'])})"),
+                    ("of which user space", f"{h['a_user_us_median']:.2f}", f"{h['b_user_us_median']:.2f}",
+                     f"{h['b_user_us_median'] / h['a_user_us_median']:.3f}"),
+                    ("CPU ratio per run", "", "", ", ".join(f"{r['cpu_ratio']:.3f}" for r in h["reps"])),
                     ("errors (both)", "", "", str(h.get("errors", "n/a")))])
     if "profile" in results:
         pr = results["profile"]
@@ -890,11 +918,16 @@ def summary(results):
                    [(LABELS[k], f"{r['per_request']:.2f}", ", ".join(f"{n} {c:.2f}" for n, c in r["top"].items()),
                      segs(r)) for k, r in results["syscalls"].items()])
     if "routes" in results:
-        L += table("## Route scale (Gatehouse, access log off)",
-                   [("routes", "r"), ("req/s (median)", "r"), ("vs 1 route", "r"), ("instr/req user", "r"),
-                    ("RSS MiB", "r")],
-                   [(f"{int(n):,}", fmt_int(r["rps_median"]), f"{r['vs_first'] * 100:.1f}%",
-                     fmt_int(r.get("instr_user")), mib(r["rss_kib"])) for n, r in results["routes"].items()])
+        def rng(r):
+            return f" ({r['vs_first_min'] * 100:.1f}–{r['vs_first_max'] * 100:.1f}%)" if "vs_first_min" in r else ""
+
+        L += table(f"## Route scale (Gatehouse, access log off; each table head to head with the 1-route "
+                   f"gateway on core {SERVER_CORE}, {ARGS.reps} runs of {ARGS.duration} s)",
+                   [("routes", "r"), ("req/s (median, sharing the core)", "r"), ("req/s vs 1 route", "r"),
+                    ("CPU/request vs 1 route", "r"), ("instr/req user", "r"), ("RSS MiB", "r")],
+                   [(f"{int(n):,}", fmt_int(r.get("rps_median")), f"{r['vs_first'] * 100:.1f}%{rng(r)}",
+                     f"{r.get('cpu_vs_first', 1.0):.3f}", fmt_int(r.get("instr_user")), mib(r["rss_kib"]))
+                    for n, r in results["routes"].items()])
     if "idle" in results:
         ng = results["idle"].get("nginx", {}).get("kib_per_conn")
         L += table(f"## Idle keep-alive connections (each served one request, then idle {ARGS.idle_settle} s)",
@@ -950,6 +983,11 @@ def main():
     ap.add_argument("--hot-functions", action="store_true",
                     help="write gatehouse/hot-functions.txt (the release binary's link order) from the callgrind "
                          "dumps of gatehouse and gatehouse-chain (section instructions; implies --counter callgrind)")
+    ap.add_argument("--versus", metavar="BINARY",
+                    help="section headtohead: this Gatehouse binary (A) against --gatehouse (B) instead of nginx "
+                         "against Gatehouse, e.g. `--sections headtohead --versus /tmp/gatehouse-before`")
+    ap.add_argument("--versus-subject", choices=["gatehouse", "gatehouse-chain"], default="gatehouse",
+                    help="with --versus: both binaries as the plain proxy or as the realistic chain")
     ap.add_argument("--idle-conns", type=int, default=10000)
     ap.add_argument("--idle-settle", type=int, default=5, help="seconds idle before RSS is read")
     ap.add_argument("--reload-routes", type=int, default=10000)

@@ -73,6 +73,14 @@ pub fn watch_dir(
                     break;
                 }
             };
+            if ev.mask.contains(EventMask::IGNORED) {
+                // The kernel removed the watch: the directory was deleted or unmounted. No
+                // further event can come; ending the task closes `tx`, which ends the watch.
+                tracing::warn!(
+                    "config directory removed, config watch stopped; reload with SIGHUP or POST /reload"
+                );
+                break;
+            }
             // An overflowed queue lost events: one of them may have been the file's.
             let changed = ev.mask.contains(EventMask::Q_OVERFLOW)
                 || ev
@@ -112,4 +120,94 @@ pub fn watch_dir(
         .watch(dir, notify::RecursiveMode::NonRecursive)
         .map_err(|e| e.to_string())?;
     Ok(DirWatch { _watcher: watcher })
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::time::Duration;
+    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+    /// A fresh empty directory under the system's temp dir (removed by the test).
+    fn scratch_dir(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("gatehouse-watch-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        dir
+    }
+
+    /// Lets the watch task read what is queued, then says whether a signal came.
+    async fn signalled(rx: &mut UnboundedReceiver<()>, within: Duration) -> Option<bool> {
+        match tokio::time::timeout(within, rx.recv()).await {
+            Ok(Some(())) => Some(true),
+            Ok(None) => None,
+            Err(_) => Some(false),
+        }
+    }
+
+    // The tests run on a current-thread runtime: the watch task only reads the inotify
+    // queue while the test awaits, so the test decides what is queued at once.
+
+    #[tokio::test]
+    async fn only_the_files_entry_and_configmap_data_signal() {
+        let dir = scratch_dir("names");
+        let (tx, mut rx) = unbounded_channel();
+        let _watch = watch_dir(&dir, Some("gatehouse.yaml".into()), tx).expect("watch");
+        for i in 0..20 {
+            std::fs::write(dir.join(format!("other-{i}.yaml")), "x").expect("write");
+        }
+        assert_eq!(
+            signalled(&mut rx, Duration::from_millis(300)).await,
+            Some(false)
+        );
+        std::fs::write(dir.join("gatehouse.yaml"), "x").expect("write");
+        assert_eq!(signalled(&mut rx, Duration::from_secs(5)).await, Some(true));
+        while rx.try_recv().is_ok() {}
+        std::fs::create_dir(dir.join("..data_tmp")).expect("mkdir");
+        std::fs::rename(dir.join("..data_tmp"), dir.join(CONFIGMAP_DATA)).expect("rename");
+        assert_eq!(signalled(&mut rx, Duration::from_secs(5)).await, Some(true));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn an_overflowed_queue_counts_as_a_change() {
+        let dir = scratch_dir("overflow");
+        let (tx, mut rx) = unbounded_channel();
+        let _watch = watch_dir(&dir, Some("gatehouse.yaml".into()), tx).expect("watch");
+        // More events than the kernel queues for one inotify instance, none of them naming
+        // the config file (distinct names, so the kernel cannot merge them): only the
+        // overflow marker can make the watch signal.
+        let max: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+            .expect("max_queued_events")
+            .trim()
+            .parse()
+            .expect("a number");
+        for i in 0..=max {
+            std::fs::File::create(dir.join(format!("f{i}"))).expect("create");
+        }
+        assert_eq!(
+            signalled(&mut rx, Duration::from_secs(10)).await,
+            Some(true)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_removed_directory_ends_the_watch() {
+        let dir = scratch_dir("removed");
+        let (tx, mut rx) = unbounded_channel();
+        let _watch = watch_dir(&dir, Some("gatehouse.yaml".into()), tx).expect("watch");
+        std::fs::remove_dir(&dir).expect("remove");
+        // The sender is dropped when the task stops: recv ends instead of waiting forever.
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            while rx.recv().await.is_some() {}
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "the watch kept running on a removed directory"
+        );
+    }
 }
