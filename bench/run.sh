@@ -4,6 +4,7 @@
 #   bench/run.sh            full run (~15 min on 2 cores)
 #   bench/run.sh --quick    short runs (~8 min)
 #   bench/run.sh --quick --sections throughput,instructions --label after
+#   bench/run.sh --sections headtohead --versus /tmp/gatehouse-before   (old binary vs new, same core)
 #
 # Installs what it needs from Debian's packages when missing (nginx, wrk, nghttp2-client for
 # h2load, valgrind, strace, openssl for the chain's RS256 token; linux-perf when available), builds

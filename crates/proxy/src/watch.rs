@@ -138,6 +138,15 @@ mod tests {
         dir
     }
 
+    /// A fresh directory watched for `gatehouse.yaml`, the receiving end of its signals, and
+    /// the watch (kept alive by the caller).
+    fn watched(tag: &str) -> (PathBuf, UnboundedReceiver<()>, DirWatch) {
+        let dir = scratch_dir(tag);
+        let (tx, rx) = unbounded_channel();
+        let watch = watch_dir(&dir, Some("gatehouse.yaml".into()), tx).expect("watch");
+        (dir, rx, watch)
+    }
+
     /// Lets the watch task read what is queued, then says whether a signal came.
     async fn signalled(rx: &mut UnboundedReceiver<()>, within: Duration) -> Option<bool> {
         match tokio::time::timeout(within, rx.recv()).await {
@@ -152,9 +161,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_the_files_entry_and_configmap_data_signal() {
-        let dir = scratch_dir("names");
-        let (tx, mut rx) = unbounded_channel();
-        let _watch = watch_dir(&dir, Some("gatehouse.yaml".into()), tx).expect("watch");
+        let (dir, mut rx, _watch) = watched("names");
         for i in 0..20 {
             std::fs::write(dir.join(format!("other-{i}.yaml")), "x").expect("write");
         }
@@ -173,19 +180,22 @@ mod tests {
 
     #[tokio::test]
     async fn an_overflowed_queue_counts_as_a_change() {
-        let dir = scratch_dir("overflow");
-        let (tx, mut rx) = unbounded_channel();
-        let _watch = watch_dir(&dir, Some("gatehouse.yaml".into()), tx).expect("watch");
+        let (dir, mut rx, _watch) = watched("overflow");
         // More events than the kernel queues for one inotify instance, none of them naming
-        // the config file (distinct names, so the kernel cannot merge them): only the
-        // overflow marker can make the watch signal.
+        // the config file: only the overflow marker can make the watch signal. Writes that
+        // alternate between two files, since the kernel merges an event into the one queued
+        // just before it when both are the same.
         let max: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
             .expect("max_queued_events")
             .trim()
             .parse()
             .expect("a number");
+        let mut files = [
+            std::fs::File::create(dir.join("a")).expect("create"),
+            std::fs::File::create(dir.join("b")).expect("create"),
+        ];
         for i in 0..=max {
-            std::fs::File::create(dir.join(format!("f{i}"))).expect("create");
+            std::io::Write::write_all(&mut files[i % 2], b"x").expect("write");
         }
         assert_eq!(
             signalled(&mut rx, Duration::from_secs(10)).await,
@@ -196,9 +206,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_removed_directory_ends_the_watch() {
-        let dir = scratch_dir("removed");
-        let (tx, mut rx) = unbounded_channel();
-        let _watch = watch_dir(&dir, Some("gatehouse.yaml".into()), tx).expect("watch");
+        let (dir, mut rx, _watch) = watched("removed");
         std::fs::remove_dir(&dir).expect("remove");
         // The sender is dropped when the task stops: recv ends instead of waiting forever.
         let ended = tokio::time::timeout(Duration::from_secs(5), async {
