@@ -43,6 +43,12 @@ def main():
             out.append(f"| {int(n):,} | {f0(rb.get('rps_median'))} | {rb.get('vs_first', 0) * 100:.1f}% | "
                        f"{f0(ra.get('rps_median'))} | {ra.get('vs_first', 0) * 100:.1f}% | "
                        f"{rb.get('rss_kib', 0) / 1024:.1f} → {ra.get('rss_kib', 0) / 1024:.1f} |")
+        h2h = [any("vs_first_min" in r for r in x.get("routes", {}).values()) for x in (b, a)]
+        if h2h[0] != h2h[1]:
+            out.append("")
+            out.append("(One of the two runs measured routes head to head with the 1-route gateway, the other "
+                       "in separate runs: its req/s is per gateway sharing the core, so compare the "
+                       "\"vs 1 route\" columns, not req/s.)")
         out.append("")
     if "idle" in b or "idle" in a:
         out.append("| server | KiB per idle connection: before → after | vs nginx: before → after |")

@@ -343,15 +343,17 @@ def start_gatehouse(name, upstream_port, access_log=False, routes=1, wrap=(), ch
     return s
 
 
-def start_subject(kind, upstream_port, wrap=()):
+def start_subject(kind, upstream_port, wrap=(), binary=None):
+    """A subject by name; `binary` runs another Gatehouse build than --gatehouse."""
     if kind == "direct":
         return start_upstream(core=SERVER_CORE if wrap else CLIENT_CORE, wrap=wrap)
     if kind == "nginx":
         return start_nginx_proxy(upstream_port, wrap=wrap)
     if kind == "gatehouse":
-        return start_gatehouse("gatehouse", upstream_port, wrap=wrap)
+        return start_gatehouse("gatehouse", upstream_port, wrap=wrap, binary=binary)
     if kind == "gatehouse-chain":
-        return start_gatehouse("gatehouse-chain", upstream_port, access_log=True, wrap=wrap, chain=True)
+        return start_gatehouse("gatehouse-chain", upstream_port, access_log=True, wrap=wrap, chain=True,
+                               binary=binary)
     raise ValueError(kind)
 
 
@@ -604,6 +606,7 @@ def head_to_head(pair, tag):
             f"(user {b['user_us']:.2f}); req/s ratio {row['rps_ratio']:.3f}, CPU ratio {row['cpu_ratio']:.3f}")
     med = statistics.median
     return {
+        "connections_each": half,
         "reps": rows,
         "rps_ratio_median": med(r["rps_ratio"] for r in rows),
         "rps_ratio_min": min(r["rps_ratio"] for r in rows),
@@ -629,9 +632,7 @@ def section_headtohead(upstream, results):
     is measured (an A/A run of one binary against itself: CPU ratio within ±1 %)."""
     if ARGS.versus:
         kind = ARGS.versus_subject
-        chain = kind == "gatehouse-chain"
-        pair = [start_gatehouse(f"A-{kind}", upstream.port, access_log=chain, chain=chain, binary=ARGS.versus),
-                start_gatehouse(f"B-{kind}", upstream.port, access_log=chain, chain=chain)]
+        pair = [start_subject(kind, upstream.port, binary=ARGS.versus), start_subject(kind, upstream.port)]
         names = [f"`{ARGS.versus}` ({kind})", f"`{ARGS.gatehouse}` ({kind})"]
     else:
         pair = [start_subject("nginx", upstream.port), start_subject("gatehouse", upstream.port)]
@@ -642,7 +643,7 @@ def section_headtohead(upstream, results):
         for s in pair:
             stop(s.proc)
     results["headtohead_params"] = {"reps": ARGS.reps, "duration_s": ARGS.duration,
-                                    "connections_each": ARGS.connections // 2}
+                                    "connections_each": results["headtohead"]["connections_each"]}
 
 
 def section_profile(upstream, results):

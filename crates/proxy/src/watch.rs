@@ -125,25 +125,15 @@ pub fn watch_dir(
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
     use std::time::Duration;
     use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-    /// A fresh empty directory under the system's temp dir (removed by the test).
-    fn scratch_dir(tag: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("gatehouse-watch-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create scratch dir");
-        dir
-    }
-
-    /// A fresh directory watched for `gatehouse.yaml`, the receiving end of its signals, and
-    /// the watch (kept alive by the caller).
-    fn watched(tag: &str) -> (PathBuf, UnboundedReceiver<()>, DirWatch) {
-        let dir = scratch_dir(tag);
+    /// A fresh directory (removed when dropped, also when the test fails) watched for
+    /// `gatehouse.yaml`, the receiving end of its signals, and the watch.
+    fn watched() -> (tempfile::TempDir, UnboundedReceiver<()>, DirWatch) {
+        let dir = tempfile::tempdir().expect("temp dir");
         let (tx, rx) = unbounded_channel();
-        let watch = watch_dir(&dir, Some("gatehouse.yaml".into()), tx).expect("watch");
+        let watch = watch_dir(dir.path(), Some("gatehouse.yaml".into()), tx).expect("watch");
         (dir, rx, watch)
     }
 
@@ -161,7 +151,8 @@ mod tests {
 
     #[tokio::test]
     async fn only_the_files_entry_and_configmap_data_signal() {
-        let (dir, mut rx, _watch) = watched("names");
+        let (tmp, mut rx, _watch) = watched();
+        let dir = tmp.path();
         for i in 0..20 {
             std::fs::write(dir.join(format!("other-{i}.yaml")), "x").expect("write");
         }
@@ -175,12 +166,12 @@ mod tests {
         std::fs::create_dir(dir.join("..data_tmp")).expect("mkdir");
         std::fs::rename(dir.join("..data_tmp"), dir.join(CONFIGMAP_DATA)).expect("rename");
         assert_eq!(signalled(&mut rx, Duration::from_secs(5)).await, Some(true));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
     async fn an_overflowed_queue_counts_as_a_change() {
-        let (dir, mut rx, _watch) = watched("overflow");
+        let (tmp, mut rx, _watch) = watched();
+        let dir = tmp.path();
         // More events than the kernel queues for one inotify instance, none of them naming
         // the config file: only the overflow marker can make the watch signal. Writes that
         // alternate between two files, since the kernel merges an event into the one queued
@@ -201,13 +192,13 @@ mod tests {
             signalled(&mut rx, Duration::from_secs(10)).await,
             Some(true)
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
     async fn a_removed_directory_ends_the_watch() {
-        let (dir, mut rx, _watch) = watched("removed");
-        std::fs::remove_dir(&dir).expect("remove");
+        let (tmp, mut rx, _watch) = watched();
+        let dir = tmp.path();
+        std::fs::remove_dir(dir).expect("remove");
         // The sender is dropped when the task stops: recv ends instead of waiting forever.
         let ended = tokio::time::timeout(Duration::from_secs(5), async {
             while rx.recv().await.is_some() {}
